@@ -32,7 +32,8 @@ export: setup
 	$(BIN)/nbdev-export
 
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+	# two pytest workers, one thread each: two cores, no OpenMP oversubscription
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile -q --durations=0
 
 clean-nbs: setup
 	$(BIN)/nbdev-clean
