@@ -16,6 +16,10 @@ export TOKENIZERS_PARALLELISM := false
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
+	# Debian packages the tests use: Fashion-MNIST's files and a headless browser for the docs test
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q dataset-fashion-mnist chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist chromium >/dev/null); \
+	  else sudo apt-get install -y -q dataset-fashion-mnist chromium; fi; fi
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch 2.14.1 + torchvision 0.29.1 lie on this machine's disk; other machines take them from PyPI.
@@ -37,6 +41,9 @@ test: setup
 
 clean-nbs: setup
 	$(BIN)/nbdev-clean
+
+docs: setup
+	$(BIN)/python tools/build_docs.py --out _docs
 
 readme: setup
 	$(BIN)/python tools/make_readme.py
