@@ -25,7 +25,17 @@ def render_readme() -> str:
         if c.cell_type == 'raw' and c.source.lstrip().startswith('---'):
             fm.update(yaml.safe_load(c.source.strip().strip('-')) or {})
     nb.cells = [c for c in nb.cells if not (c.cell_type == 'raw' and c.source.lstrip().startswith('---'))]
-    body, _ = MarkdownExporter().from_notebook_node(nb)
+    for c in nb.cells:   # Quarto would apply these cell options; here: `echo: false` hides the code, other directives go
+        if c.cell_type != 'code': continue
+        lines = c.source.splitlines()
+        if any(re.match(r'#\|\s*echo:\s*false', l) for l in lines): c.source = ''
+        else: c.source = '\n'.join(l for l in lines if not l.startswith('#|')).strip()
+    nb.cells = [c for c in nb.cells if c.source or c.get('outputs')]
+    nb.metadata['language_info'] = dict(name='python')
+    exp = MarkdownExporter(exclude_input=False)
+    body, _ = exp.from_notebook_node(nb)
+    body = re.sub(r'```python\n\s*```\n?', '', body)                               # empty (hidden) inputs
+    body = re.sub(r'\]\((\d\d_[\w-]+|index)\.ipynb\)', r'](nbs/\1.ipynb)', body)       # links from the repo root
     head = f"# {fm.get('title', 'coda_nb')}\n\n"
     if fm.get('description'): head += f"> {fm['description']}\n\n"
     return re.sub(r'\n{3,}', '\n\n', head + body).strip() + '\n'
