@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import namedtuple
 from pathlib import Path
 import torch, torch.nn.functional as F
-from .core import exists, default, seed_everything, shared_dir, cache_dir
+from .core import exists, default, seed_everything, cache_dir
 from .vae import load_vae
 from .data import photo_batch
 from .demo import find_taef2, train_small_kl
@@ -22,8 +22,7 @@ PhotoVAE = namedtuple('PhotoVAE', 'vae name kind path')
 
 def photo_vae(small_kl_steps: int = 400, seed: int = 0, prefer: str = 'taef2') -> PhotoVAE:
     "TAEF2 if its weights are found, else the small KL-VAE trained on photo crops (cached in `cache_dir()`)."
-    sd = shared_dir()
-    taef2 = find_taef2() or (find_taef2(sd/'weights'/'taef2') if exists(sd) and (sd/'weights'/'taef2'/'taef2_encoder.pth').is_file() else None)
+    taef2 = find_taef2()   # env var, user cache, or the checkout's shared/weights/taef2
     if prefer == 'taef2' and exists(taef2): return PhotoVAE(load_vae('tae', taef2), 'TAEF2 (pretrained, 8x, 32 channels)', 'tae', taef2)
     out = cache_dir()/f'small-kl-photos-{small_kl_steps}-{seed}'
     if not (out/'config.json').is_file(): train_small_kl(out, steps=small_kl_steps, seed=seed, progress=False)
