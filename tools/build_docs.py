@@ -6,16 +6,24 @@
    only of imports, `show_doc` calls), never the notebook's other cells.
 2. Each processed notebook goes through nbconvert's `HTMLExporter` (images embedded as data URIs), the remaining Quarto
    cell options (`echo`, `output`, `include`, `code-fold`) are applied, heading ids follow Quarto's scheme (so nbdev's
-   links `core.html#exists` land), and links to notebooks or to the published site become relative links.
-3. Every page gets the same header and sidebar (index first, then the order of nbdev's `sidebar.yml`).
+   links `core.html#exists` land), and links to notebooks or to the published site become relative links. Notebooks in
+   subfolders (`api/`, `paper/coda/`, ...) give pages at the mirrored paths (`api/core.html`), as Quarto writes them.
+   Saved ipywidgets outputs (only a widget id) become a visible note pointing at Jupyter and at the static figure.
+3. Every page gets the same header and sidebar: index first, then the top-level notebooks, then one section per
+   folder (`SECTION_TITLES`: API, Paper: CODA, Tutorials), in nbdev's order.
+4. TeX (`$...$`, `$$...$$`, `\\(...\\)`, `\\[...\\]`) is typeset in the browser by KaTeX, copied into the site
+   (`katex/`): no CDN, the site works offline. KaTeX comes from npm, pinned (`KATEX_VERSION`), into
+   `.cache/docs-js` (`KATEX_INSTALL`, which `make docs` runs); `--katex DIR` points at another KaTeX `dist` folder.
 
-`nbs/sidebar.yml` (read by Quarto through `_quarto.yml`'s `metadata-files`) is refreshed with nbdev's `nbdev_sidebar`
-unless `--no-sidebar` is given. Output is deterministic: building twice gives identical files.
+`nbs/sidebar.yml` (read by Quarto through `_quarto.yml`'s `metadata-files`) is rewritten with the same grouped sidebar
+unless `--no-sidebar` is given (set `custom_sidebar = true` in pyproject.toml so that nbdev's own `nbdev_sidebar`
+keeps it rather than replacing it with bare folder names). Output is deterministic: building twice gives identical
+files.
 """
 from __future__ import annotations
-import argparse, contextlib, html, io, os, posixpath, re, shutil, sys, warnings
+import argparse, base64, contextlib, html, io, json, mimetypes, os, posixpath, re, shutil, sys, warnings
 from pathlib import Path
-from urllib.parse import urlsplit, urlencode, parse_qsl, quote
+from urllib.parse import urlsplit, urlencode, parse_qsl, quote, unquote
 
 import ast, yaml, nbformat
 from bs4 import BeautifulSoup
@@ -29,6 +37,16 @@ from nbdev.processors import FilterDefaults, exec_show_docs, cell_lang, _show_do
 from nbdev.quarto import nbdev_sidebar
 
 ROOT = Path(__file__).resolve().parents[1]
+KATEX_VERSION = '0.19.1'
+KATEX_PREFIX = ROOT/'.cache'/'docs-js'
+KATEX_DIST = KATEX_PREFIX/'node_modules'/'katex'/'dist'
+KATEX_INSTALL = f'npm install --prefix .cache/docs-js --no-save --no-audit --no-fund --loglevel=error katex@{KATEX_VERSION}'
+KATEX_FILES = ['katex.min.js', 'katex.min.css', 'contrib/auto-render.min.js', 'fonts']
+# Sidebar section titles by folder (relative to nbs/); other folders get their names, title-cased, joined by ': '.
+SECTION_TITLES = {'api': 'API', 'paper': 'Paper', 'paper/coda': 'Paper: CODA', 'tutorials': 'Tutorials'}
+WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
+WIDGET_NOTE = ('<div class="widget-fallback" role="note"><strong>Interactive widget:</strong> open this notebook in '
+               'Jupyter (<code>make lab</code>) to use it; the static figure below shows the same view.</div>')
 
 # ---------------------------------------------------------------------------------------------------------------------
 # 1. nbdev processing
@@ -115,6 +133,11 @@ def _quarto_md(md: str) -> str:
     md = _re_fence_open.sub(_open, md)
     return _re_fence_close.sub('\n</div>', md)
 
+def _widget_fallback(o):
+    "A saved ipywidgets output holds only a widget id (and a text repr): show a note instead."
+    if WIDGET_MIME not in o.get('data', {}): return o
+    return nbformat.v4.new_output('display_data', data={'text/html': WIDGET_NOTE})
+
 def prepare_cells(nb):
     "Front matter out of the notebook, Quarto cell options turned into tags nbconvert understands. Returns front matter."
     fm, cells = {}, []
@@ -132,6 +155,7 @@ def prepare_cells(nb):
             if str(d.get('output', '')).lower() == 'false': tags.append('docs-no-output')
             if d.get('code-fold') in ('show', 'true', 'True'): tags.append('docs-fold')
             if re.match(r'\s*show_doc\(', c.source): tags.append('docs-showdoc')
+            c.outputs = [_widget_fallback(o) for o in c.get('outputs', [])]
             for o in c.get('outputs', []):
                 md = o.get('data', {}).get('text/markdown')
                 if md is not None: o['data']['text/markdown'] = _quarto_md(''.join(md) if isinstance(md, list) else md)
@@ -178,7 +202,12 @@ nav.sidebar { width: var(--sidebar-w); flex: none; position: sticky; top: 0; max
 nav.sidebar ul { list-style: none; margin: 0; padding: 0; }
 nav.sidebar li a { display: block; padding: .2rem .5rem; border-radius: .25rem; text-decoration: none; color: #343a40; }
 nav.sidebar li a.active { background: #e7f1fc; color: var(--accent); font-weight: 600; }
-nav.sidebar .section { margin-top: .6rem; font-weight: 600; color: #6c757d; padding: .2rem .5rem; }
+nav.sidebar .section { margin-top: .8rem; font-weight: 600; color: #6c757d; padding: .2rem .5rem; font-size: .85rem;
+  text-transform: uppercase; letter-spacing: .03em; }
+nav.sidebar .sidebar-section ul { margin-left: .4rem; }
+.widget-fallback { margin: .5rem 0 .5rem .8rem; padding: .6rem .9rem; border-left: 3px solid var(--accent);
+  background: #f1f6fd; border-radius: .25rem; font-size: .93rem; }
+.katex-display { overflow-x: auto; overflow-y: hidden; padding: .2rem 0; }
 main.content { flex: 1; min-width: 0; max-width: 60rem; padding: 1rem 2rem 4rem; }
 .page-header h1 { margin-bottom: .2rem; }
 .anchor-link { visibility: hidden; margin-left: .3rem; text-decoration: none; }
@@ -207,6 +236,7 @@ PAGE = """<!DOCTYPE html>
 <meta name="description" content="{description}">
 <link rel="icon" href="data:,">
 <link rel="stylesheet" href="{base}site.css">
+<link rel="stylesheet" href="{base}katex/katex.min.css">
 {styles}</head>
 <body>
 <header class="site-header"><a href="{base}index.html">{site}</a></header>
@@ -221,12 +251,54 @@ PAGE = """<!DOCTYPE html>
 {body}
 </main>
 </div>
+<script src="{base}katex/katex.min.js"></script>
+<script src="{base}katex/contrib/auto-render.min.js"></script>
+<script src="{base}math.js"></script>
 </body>
 </html>
 """
 
+# KaTeX's auto-render over the page body; <pre> and <code> (code cells, text outputs, inline code) are left alone.
+MATH_JS = r"""renderMathInElement(document.querySelector('main.content') || document.body, {
+  delimiters: [
+    {left: '$$', right: '$$', display: true}, {left: '\\[', right: '\\]', display: true},
+    {left: '\\begin{equation}', right: '\\end{equation}', display: true},
+    {left: '\\begin{align}', right: '\\end{align}', display: true},
+    {left: '\\begin{gather}', right: '\\end{gather}', display: true},
+    {left: '$', right: '$', display: false}, {left: '\\(', right: '\\)', display: false}],
+  ignoredTags: ['script', 'noscript', 'style', 'textarea', 'pre', 'code', 'option'],
+  throwOnError: false
+});
+"""
+
+class MissingAsset(RuntimeError): pass
+
+def katex_dir(path=None) -> Path:
+    "The KaTeX `dist` folder to copy into the site: `path`, else the pinned npm copy in `.cache/docs-js`."
+    d = Path(path) if path else KATEX_DIST
+    how = (f'Run `{KATEX_INSTALL}` at the repository root (`make docs` does it)' if not path
+           else f'Point --katex (or $CODA_KATEX_DIR) at a KaTeX `dist` folder, or drop it and run `{KATEX_INSTALL}`')
+    missing = [f for f in KATEX_FILES if not (d/f).exists()]
+    if missing:
+        raise MissingAsset(f'KaTeX, which renders the math in the docs, is missing: {d/missing[0]} not found. '
+                           f'{how}.')
+    if not path:
+        try: v = json.loads((d.parent/'package.json').read_text()).get('version')
+        except (OSError, ValueError): v = None
+        if v != KATEX_VERSION:
+            raise MissingAsset(f'KaTeX {KATEX_VERSION} is needed for the docs but {d.parent} holds {v or "an unknown version"}. '
+                               f'{how}.')
+    return d
+
+def copy_katex(src: Path, out: Path):
+    dst = out/'katex'
+    for f in KATEX_FILES:
+        if (src/f).is_dir(): shutil.copytree(src/f, dst/f)
+        else: (dst/f).parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(src/f, dst/f)
+    (out/'math.js').write_text(MATH_JS)
+
 def sidebar_order(nbs: Path) -> list[Path]:
-    "Notebooks in nbdev's sidebar order (index first), from `nbdev_sidebar`'s own listing."
+    "Notebooks in nbdev's sidebar order (index first, then the top-level notebooks, then each folder's), from `nbdev_sidebar`'s own listing."
     f = io.StringIO()
     with working_directory(nbs), contextlib.redirect_stdout(f): nbdev_sidebar.__wrapped__(path=nbs, printit=True, force=True)
     res = []
@@ -239,9 +311,56 @@ def sidebar_order(nbs: Path) -> list[Path]:
     _walk(((yaml.safe_load(f.getvalue()) or {}).get('website') or {}).get('sidebar', {}).get('contents'))
     return [p for p in res if p.suffix == '.ipynb']
 
+def find_nbs(nbs: Path) -> list[Path]:
+    "The notebooks that get a page, in sidebar order (those nbdev's listing misses at the end, sorted)."
+    nbs = Path(nbs).resolve()
+    with working_directory(nbs):
+        from nbdev.doclinks import nbglob
+        found = {Path(p).resolve() for p in nbglob(nbs, skip_folder_re=r'(?:^[_.]|^www\$)')}
+    order = [p.resolve() for p in sidebar_order(nbs)]
+    srcs = list(dict.fromkeys(p for p in order if p in found))
+    srcs += sorted(found - set(srcs))
+    return [p for e in site_tree([p.relative_to(nbs).as_posix() for p in srcs]) for p in
+            ([nbs/e] if isinstance(e, str) else [nbs/r for r in e[1]])]
+
+def section_title(folder: str) -> str:
+    "Sidebar title of a notebook folder (`api` -> API, `paper/coda` -> Paper: CODA)."
+    if folder in SECTION_TITLES: return SECTION_TITLES[folder]
+    parts = folder.split('/')
+    for i in range(len(parts) - 1, 0, -1):
+        head = '/'.join(parts[:i])
+        if head in SECTION_TITLES: return ': '.join([SECTION_TITLES[head]] + [_folder_name(q) for q in parts[i:]])
+    return ': '.join(_folder_name(q) for q in parts)
+
+def _folder_name(q: str) -> str: return re.sub(r'^\d+_', '', q).replace('_', ' ').title()
+
+def site_tree(rels: list[str]) -> list:
+    "Relative notebook paths -> sidebar entries: top-level notebooks as paths, each folder as (title, [paths])."
+    tree, sections = [], {}
+    for r in rels:
+        folder = posixpath.dirname(r)
+        if not folder: tree.append(r); continue
+        if folder not in sections:
+            sections[folder] = []; tree.append((section_title(folder), sections[folder]))
+        sections[folder].append(r)
+    return tree
+
+def sidebar_yml(nbs: Path) -> dict:
+    "The sidebar Quarto reads from `nbs/sidebar.yml`: the same grouping as the built site's."
+    nbs = Path(nbs).resolve()
+    rels = [p.relative_to(nbs).as_posix() for p in find_nbs(nbs)]
+    contents = [e if isinstance(e, str) else {'section': e[0], 'contents': list(e[1])} for e in site_tree(rels)]
+    return {'website': {'sidebar': {'contents': contents}}}
+
+class _IndentDumper(yaml.SafeDumper):
+    "Lists indented under their key, as nbdev writes sidebar.yml."
+    def increase_indent(self, flow=False, indentless=False): return super().increase_indent(flow, False)
+
 def refresh_sidebar_yml(nbs: Path):
-    "Write `nbs/sidebar.yml` the way `nbdev-docs` does (unless `custom_sidebar` is set in pyproject.toml)."
-    with working_directory(nbs): nbdev_sidebar.__wrapped__(path=nbs)
+    "Write `nbs/sidebar.yml` (only when its content changes)."
+    f = Path(nbs)/'sidebar.yml'
+    text = yaml.dump(sidebar_yml(nbs), Dumper=_IndentDumper, sort_keys=False, allow_unicode=True)
+    if not f.exists() or f.read_text() != text: f.write_text(text)
 
 def _site_url(nbs: Path) -> str:
     try:
@@ -294,6 +413,17 @@ def _fix_headings(soup):
     for a in soup.find_all('a', href=True):
         if a['href'] in renamed and 'anchor-link' not in (a.get('class') or []): a['href'] = renamed[a['href']]
 
+def _embed_local_images(soup, src_dir: Path, nbs: Path):
+    """Images nbconvert left as paths (it embeds only those below the notebook's own folder, not `../img/x.png`):
+    embed those inside the notebook folder `nbs` too."""
+    for img in soup.find_all('img', src=True):
+        u = urlsplit(img['src'])
+        if u.scheme or u.netloc or not u.path or img['src'].startswith('/'): continue
+        f = (src_dir/unquote(u.path)).resolve()
+        if not f.is_file() or not f.is_relative_to(nbs): continue
+        mime = mimetypes.guess_type(f.name)[0] or 'application/octet-stream'
+        img['src'] = f'data:{mime};base64,{base64.b64encode(f.read_bytes()).decode()}'
+
 def _fold_code(soup):
     for cell in soup.select('.celltag_docs-fold'):
         inp = cell.select_one('.input')
@@ -302,27 +432,29 @@ def _fold_code(soup):
         summ = soup.new_tag('summary'); summ.string = 'Exported source'
         inp.wrap(det); det.insert(0, summ)
 
-def _nav_html(entries, page: str) -> str:
+def _nav_html(tree, by_rel: dict, page: str) -> str:
     here = posixpath.dirname(page)
-    items = []
-    for e in entries:
+    def _li(e):
         href = posixpath.relpath(e['page'], here or '.')
         cls = ' class="active" aria-current="page"' if e['page'] == page else ''
-        items.append(f'<li><a href="{html.escape(href)}"{cls}>{_inline_md(e["title"])}</a></li>')
+        return f'<li><a href="{html.escape(href)}"{cls}>{_inline_md(e["title"])}</a></li>'
+    items = []
+    for t in tree:
+        if isinstance(t, str): items.append(_li(by_rel[t])); continue
+        title, rels = t
+        items.append(f'<li class="sidebar-section"><div class="section">{html.escape(title)}</div>\n<ul>\n'
+                     + '\n'.join(_li(by_rel[r]) for r in rels) + '\n</ul></li>')
     return '<ul>\n' + '\n'.join(items) + '\n</ul>'
 
 def build(nbs: Path = ROOT/'nbs', out: Path = ROOT/'_docs', refresh_sidebar: bool = True, extra_head: str = '',
-          log=print) -> dict:
-    "Build the site from the notebooks in `nbs` into `out`. Returns {'pages': [...], 'errors': {...}}."
+          katex: Path | None = None, log=print, warn=None) -> dict:
+    "Build the site from the notebooks in `nbs` into `out`. Returns {'pages': [...], 'errors': {...}, 'warnings': [...]}."
     nbs, out = Path(nbs).resolve(), Path(out).resolve()
+    kdir = katex_dir(katex)  # fail before the (slow) notebook processing
     if refresh_sidebar: refresh_sidebar_yml(nbs)
-    order = sidebar_order(nbs)
-    with working_directory(nbs):
-        from nbdev.doclinks import nbglob
-        found = [Path(p).resolve() for p in nbglob(nbs, skip_folder_re=r'(?:^[_.]|^www\$)')]
-    srcs = [p for p in order if p.resolve() in set(found)] + sorted(p for p in found if p not in [o.resolve() for o in order])
+    srcs = find_nbs(nbs)
     site_url, site = _site_url(nbs), _site_title(nbs)
-    processed, errors = [], {}
+    processed, errors, warns = [], {}, []
     for src in srcs:
         nb, errs = process_nb(src)
         if errs: errors[str(src.relative_to(nbs))] = errs
@@ -332,10 +464,13 @@ def build(nbs: Path = ROOT/'nbs', out: Path = ROOT/'_docs', refresh_sidebar: boo
         processed.append(dict(src=src, rel=rel.as_posix(), nb=nb, fm=fm, page=page,
                               title=str(fm.get('title') or src.stem)))
     pages = {p['rel']: p['page'] for p in processed}
+    by_rel = {p['rel']: p for p in processed}
+    tree = site_tree([p['rel'] for p in processed])
     if out.exists(): shutil.rmtree(out)
     out.mkdir(parents=True)
     css = SITE_CSS + '\n' + HtmlFormatter(style='default').get_style_defs('.highlight') + '\n'
     (out/'site.css').write_text(css)
+    copy_katex(kdir, out)
     styles = ''
     if (nbs/'styles.css').exists():
         shutil.copy2(nbs/'styles.css', out/'styles.css')
@@ -344,7 +479,11 @@ def build(nbs: Path = ROOT/'nbs', out: Path = ROOT/'_docs', refresh_sidebar: boo
     for p in processed:
         body, _ = exporter.from_notebook_node(p['nb'], resources={'metadata': {'path': str(p['src'].parent), 'name': p['src'].stem}})
         p['soup'] = soup = BeautifulSoup(body, 'html.parser')
-        _apply_qattrs(soup); _fix_headings(soup); _fold_code(soup)
+        _apply_qattrs(soup); _fix_headings(soup); _fold_code(soup); _embed_local_images(soup, p['src'].parent, nbs)
+        notes = soup.select('.widget-fallback')
+        if notes and notes[-1].find_next('img') is None:
+            warns.append(f'{p["rel"]}: an interactive widget output is not followed by a saved static figure '
+                         '(save one drawn with the same function, after the widget cell)')
     ids = {p['page']: {t['id'] for t in p['soup'].find_all(id=True)} for p in processed}
     for p in processed:
         soup = p['soup']
@@ -357,7 +496,7 @@ def build(nbs: Path = ROOT/'nbs', out: Path = ROOT/'_docs', refresh_sidebar: boo
         plain = p['title'].replace('`', '')
         text = PAGE.format(title=html.escape(plain if p['page'] == 'index.html' else f"{plain} – {site}"),
                            description=html.escape(str(desc or '').replace('`', '')), base=base, styles=styles.format(base=base),
-                           site=html.escape(site), nav=_nav_html(processed, p['page']),
+                           site=html.escape(site), nav=_nav_html(tree, by_rel, p['page']),
                            h1=_inline_md(p['title']), body=str(soup).strip(),
                            desc=f'<p class="description">{_inline_md(desc)}</p>\n' if desc else '')
         if extra_head: text = text.replace('</head>', extra_head + '</head>', 1)
@@ -366,23 +505,21 @@ def build(nbs: Path = ROOT/'nbs', out: Path = ROOT/'_docs', refresh_sidebar: boo
         dst.write_text(text)
         log(f'{p["rel"]} -> {p["page"]}')
     (out/'.nojekyll').write_text('')
-    return dict(pages=[p['page'] for p in processed], errors=errors)
+    for w in warns: (warn or (lambda m: print(f'WARNING: {m}', file=sys.stderr)))(w)
+    return dict(pages=[p['page'] for p in processed], errors=errors, warnings=warns)
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--out', default=str(ROOT/'_docs'), help='output folder (replaced), default _docs')
     ap.add_argument('--nbs', default=str(ROOT/'nbs'), help='notebook folder, default nbs')
     ap.add_argument('--no-sidebar', action='store_true', help='do not refresh nbs/sidebar.yml')
-    ap.add_argument('--mathjax', default='', metavar='URL',
-                    help='MathJax 3 script URL (e.g. https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-chtml.js) to typeset '
-                         'TeX in a published site; default none: TeX shows as source, and the site needs no network')
+    ap.add_argument('--katex', default=os.environ.get('CODA_KATEX_DIR') or None, metavar='DIR',
+                    help=f'KaTeX `dist` folder to copy into the site (default: $CODA_KATEX_DIR, else '
+                         f'.cache/docs-js/node_modules/katex/dist, from `{KATEX_INSTALL}`)')
     ap.add_argument('--keep-going', action='store_true', help='exit 0 even when a show_doc/import cell failed')
     a = ap.parse_args(argv)
-    head = ''
-    if a.mathjax:
-        head = ('<script>window.MathJax = {tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]]}};</script>\n'
-                f'<script defer src="{html.escape(a.mathjax)}"></script>\n')
-    res = build(Path(a.nbs), Path(a.out), refresh_sidebar=not a.no_sidebar, extra_head=head)
+    try: res = build(Path(a.nbs), Path(a.out), refresh_sidebar=not a.no_sidebar, katex=a.katex)
+    except MissingAsset as e: sys.exit(f'ERROR: {e}')
     for nb, errs in res['errors'].items():
         for e in errs: print(f'ERROR in {nb}, {e}', file=sys.stderr)
     print(f'wrote {len(res["pages"])} pages to {a.out}')
