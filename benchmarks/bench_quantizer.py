@@ -1,4 +1,4 @@
-"""Quantizer inference benchmark: the chunked fp32 search of `coda_nb.quantizers` vs a straightforward full-softmax
+"""Quantizer inference benchmark: the chunked fp32 search of `coda_nb.quantizers.search` vs a straightforward full-softmax
 implementation of the same CODA quantizer (full `N x V` logits, softmax, argmax, one-hot @ values at every level).
 
     .venv/bin/python benchmarks/bench_quantizer.py [--batch 2] [--repeats 3] [--threads 1]
@@ -47,7 +47,7 @@ def current_rss_kb():
 
 def worker(name, impl, batch, repeats, threads, idx_path):
     import torch
-    from coda_nb.quantizers import MultiScaleResidualQuantizer
+    from coda_nb.quantizers.multiscale import MultiScaleResidualQuantizer
     torch.set_num_threads(threads)
     cfg = CONFIGS[name]
     torch.manual_seed(0)

@@ -28,10 +28,11 @@ def current_rss_kb():
 def worker(name, batch, repeats, threads):
     import torch
     torch.set_num_threads(threads)
-    from coda_nb.tokenizer import build_tokenizer, FLUX_VAE_CONFIG
-    from coda_nb.vae import load_diffusers_vae, mar_kl16_config, MAR_LORA_TARGETS, FLUX_LORA_TARGETS
-    from coda_nb.tokenize import image_indices, indices_to_images
-    from coda_nb.data import photo_batch
+    from coda_nb.tokenizers.coda import build_tokenizer
+    from coda_nb.vae.autoencoder_kl import load_diffusers_vae, FLUX_VAE_CONFIG, FLUX_LORA_TARGETS
+    from coda_nb.vae.ldm import mar_kl16_config, MAR_LORA_TARGETS
+    from coda_nb.data.tokens import image_indices, indices_to_images
+    from coda_nb.data.photos import photo_batch
     t = time.perf_counter()
     if 'mar' in name: vae = load_diffusers_vae(config=mar_kl16_config(), kind='mar-kl16', default_lora_targets=MAR_LORA_TARGETS)
     else: vae = load_diffusers_vae(config=FLUX_VAE_CONFIG, default_lora_targets=FLUX_LORA_TARGETS)
@@ -43,7 +44,7 @@ def worker(name, batch, repeats, threads):
 
     def roundtrip():
         t0 = time.perf_counter(); idx = image_indices(tok, x)
-        t1 = time.perf_counter(); y = indices_to_images(tok, idx, 256 // tok.downsample)
+        t1 = time.perf_counter(); y = indices_to_images(tok, idx, 256)
         t2 = time.perf_counter()
         return idx, y, t1 - t0, t2 - t1
 

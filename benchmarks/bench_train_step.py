@@ -1,4 +1,4 @@
-"""Training-step benchmark of the small presets through the real trainer (`coda_nb.train.train`).
+"""Training-step benchmark of the small presets through the real trainer (`coda_nb.training.coda.train` on the shared loop).
 
     .venv/bin/python benchmarks/bench_train_step.py [--warmup 2] [--steps 5] [--threads 1]
 
@@ -6,11 +6,10 @@ Configurations, each in its own subprocess:
   * `coda-small-kl-tiny` joint step (LoRA + quantizer, decoder pass, the preset's losses; its VAE is a fresh small KL-VAE),
   * `coda-small-kl-tiny` latent-only warm-up step (`latent_only=True`: quantizer on cached latents, no decoder;
     `lora_encoder=False`, which caching the latents requires),
-  * the same two for `coda-taef2-tiny` when the TAEF2 weights are found (`coda_nb.demo.find_taef2()`, else
-    `shared_dir()/weights/taef2`).
+  * the same two for `coda-taef2-tiny` when the TAEF2 weights are found (`coda_nb.weights.find_weights('taef2')`).
 The presets' hyper-parameters are used as they are (batch 16, 64 px, photo crops). A step is the time between two
-consecutive EMA updates (the trainer updates the EMA once, at the end of every optimiser step), measured by wrapping
-`coda_nb.train.EMA`; the first `--warmup` steps are discarded, the mean of the next `--steps` is reported.
+consecutive `on_step_end` callbacks of the shared loop (`coda_nb.training.loop.Callback`, called once at the end of
+every optimiser step); the first `--warmup` steps are discarded, the mean of the next `--steps` is reported.
 Results go to benchmarks/results/train_step.json.
 """
 import argparse, json, os, platform, statistics, subprocess, sys, tempfile, time
@@ -20,29 +19,25 @@ OUT = Path(__file__).resolve().parent/'results'/'train_step.json'
 
 
 def taef2_path():
-    from coda_nb.demo import find_taef2
-    from coda_nb.core import shared_dir
-    p = find_taef2()
-    if p is None and shared_dir() and (shared_dir()/'weights'/'taef2'/'taef2_encoder.pth').is_file(): p = shared_dir()/'weights'/'taef2'
-    return p
+    from coda_nb.weights import find_weights
+    return find_weights('taef2', required=False)
 
 
 def worker(preset, mode, warmup, steps, threads):
     import torch
     torch.set_num_threads(threads)
-    import coda_nb.train as T
+    import coda_nb.training.coda as T
+    from coda_nb.training.loop import Callback
     stamps = []
-    class TimedEMA(T.EMA):
-        def update(self, module, step, copy=False):
-            super().update(module, step, copy); stamps.append(time.perf_counter())
-    T.EMA = TimedEMA
+    class Stamp(Callback):
+        def on_step_end(self, trainer, step): stamps.append(time.perf_counter())
     vae_path = str(taef2_path()) if preset == 'coda-taef2-tiny' else None
     with tempfile.TemporaryDirectory() as d:
         latent = dict(latent_only=True, lora_encoder=False) if mode == 'latent_only' else {}
         cfg = T.TrainConfig.from_preset(preset, steps=warmup + steps, n_train=64, data='photos', out=d, vae_path=vae_path,
                                         ckpt_every=0, log_every=10**9, progress=False, ema=True, **latent)
         t = time.perf_counter()
-        T.train(cfg)
+        T.train(cfg, callbacks=[Stamp()])
         total = time.perf_counter() - t
     dt = [b - a for a, b in zip(stamps, stamps[1:])][warmup - 1:]   # stamps[i] ends step i
     return dict(preset=preset, mode=mode, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, image_size=cfg.image_size,

@@ -42,7 +42,7 @@ def run_demo(out='runs/demo', vae_path=None, size=64, n_train=1024, n_eval=128, 
     taef2 = find_weights('taef2', vae_path, required=False) if use_taef2 else None
     if exists(taef2): preset, vpath, vae_name = 'coda-taef2-tiny', taef2, 'TAEF2 (continuous)'
     else:
-        print('TAEF2 weights not found (or --no-taef2): training the small KL-VAE first (coda-train-vae)')
+        print('TAEF2 weights not found (or --no-taef2): training the small KL-VAE first (coda train-vae)')
         vpath = train_small_kl(out/'small-kl', size, steps=small_kl_steps, seed=seed, progress=progress)
         preset, vae_name = 'coda-small-kl-tiny', 'small KL-VAE (continuous)'
     tok = build_tokenizer(preset, vae_path=vpath, seed=seed, encoder=False)   # LoRA on the decoder: the encoder stays frozen

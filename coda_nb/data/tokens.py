@@ -80,7 +80,7 @@ def make_manifest(tokenizer, n_images: int, image_size: int|None, shard_size: in
 def read_manifest(tok_dir) -> dict:
     "`TOKDIR/manifest.json`, with a clear error when the folder holds no tokens."
     f = Path(tok_dir)/MANIFEST
-    if not f.is_file(): raise FileNotFoundError(f'{tok_dir}: no {MANIFEST} (expected a folder written by coda-tokenize)')
+    if not f.is_file(): raise FileNotFoundError(f'{tok_dir}: no {MANIFEST} (expected a folder written by coda tokenize)')
     m = json.loads(f.read_text())
     if m.get('format') != FORMAT: raise ValueError(f'{f}: format {m.get("format")!r}, expected {FORMAT!r}')
     return m
@@ -114,7 +114,7 @@ def shard_metadata(path) -> dict:
 def load_shard(tok_dir, k: int, manifest: dict|None = None) -> Shard:
     "Shard `k` of `tok_dir`, checked: indices (list of `N x s x s` int64 per level), labels, ids."
     m = default(manifest, lambda: read_manifest(tok_dir)); f = Path(tok_dir)/shard_name(k)
-    if not f.is_file(): raise FileNotFoundError(f'{f}: missing (tokenization not finished? rerun coda-tokenize to resume)')
+    if not f.is_file(): raise FileNotFoundError(f'{f}: missing (tokenization not finished? rerun coda tokenize to resume)')
     meta = shard_metadata(f); _check_shard_meta(meta, m, k, f)
     t, n, V = load_file(f), m['shards'][k]['count'], m['codebook_size']
     indices = []
@@ -193,7 +193,7 @@ def read_shards(tok_dir, allow_partial: bool = False) -> Tokens:
     missing = [s['file'] for s in m['shards'] if not (Path(tok_dir)/s['file']).is_file()]
     if missing and not allow_partial:
         raise FileNotFoundError(f'{tok_dir}: {len(missing)} of {m["n_shards"]} shards missing (e.g. {missing[0]}); '
-                                f'rerun coda-tokenize to finish, or pass allow_partial=True')
+                                f'rerun coda tokenize to finish, or pass allow_partial=True')
     shards = [s for _, s in iter_shards(tok_dir, allow_partial=allow_partial)]
     if not shards: return Tokens([torch.zeros(0, *s, dtype=torch.long) for s in m['scales']], torch.zeros(0, dtype=torch.long), [], m)
     return Tokens([torch.cat([s.indices[l] for s in shards]) for l in range(m['levels'])],

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math, torch, torch.nn as nn, torch.nn.functional as F
 from ..core import default
 from ..weights import WEIGHTS, find_weights
-from .blocks import DinoBlock, DinoPatchEmbed
+from .blocks import Block, PatchEmbed
 
 
 # %% auto #0
@@ -25,10 +25,10 @@ class DinoViT(nn.Module):
     def __init__(self, dim=384, depth=12, heads=6, mlp=1536, patch=16, img_size=224):
         super().__init__()
         self.patch, self.grid = patch, img_size // patch
-        self.patch_embed = DinoPatchEmbed(patch, dim)
+        self.patch_embed = PatchEmbed(patch, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid**2 + 1, dim))
-        self.blocks = nn.ModuleList(DinoBlock(dim, heads, mlp) for _ in range(depth))
+        self.blocks = nn.ModuleList(Block(dim, heads, mlp) for _ in range(depth))
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         nn.init.trunc_normal_(self.pos_embed, std=.02); nn.init.trunc_normal_(self.cls_token, std=.02)
 
