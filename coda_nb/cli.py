@@ -42,13 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--preset', default='coda-taef2-tiny', help=f'one of: {", ".join(list_presets("tokenizer"))}')
     t.add_argument('--data', default=None, help="an image folder, 'photos' or 'fashion-mnist' (default: the preset's)")
     t.add_argument('--vae-path', default=None, help="the VAE's weights (folder or file); default: found by coda_nb.weights")
+    t.add_argument('--size', type=int, default=None, help="training image size in pixels (default: the preset's; same as image_size=)")
     t.add_argument('--resume', nargs='?', const=True, default=False, help='continue from OUT/checkpoints (or the given checkpoint)')
     t.add_argument('--allow-config-change', action='store_true', help='resume even if the training config changed')
     _common(t, 'runs/train')
     t.add_argument('overrides', nargs='*', metavar='key=value', help='training options (see `coda presets --show PRESET`)')
     e = sub.add_parser('eval', help='reconstruction metrics of a tokenizer or a continuous VAE', formatter_class=_Formatter)
     e.add_argument('--tokenizer', help='a folder written by save_pretrained')
-    e.add_argument('--vae', help='evaluate a continuous VAE instead: KIND[:PATH], e.g. tae:weights/taef2')
+    e.add_argument('--vae', help="evaluate a continuous VAE instead, by kind: 'tae', 'mar-kl16', 'diffusers', 'small-kl'")
+    e.add_argument('--vae-path', default=None, help="that VAE's weights (folder or file); default: found by coda_nb.weights")
     _data_flags(e, size_help='default: the tokenizer\'s size, 256 for --vae')
     e.add_argument('--lpips', action='store_true', help='also LPIPS (needs the VGG16 weights file)')
     e.add_argument('--no-fid', action='store_true', help='skip rFID')
@@ -94,8 +96,11 @@ def _data_name(data): return data if data in ('photos', 'fashion-mnist') else Pa
 
 def cmd_train(a) -> list:
     from coda_nb.training.coda import train_from_cli
-    return train_from_cli(a.preset, a.overrides, data=a.data, vae_path=a.vae_path, out=a.out, resume=a.resume,
-                          allow_config_change=a.allow_config_change, progress=not a.no_progress)
+    overrides = a.overrides + ([f'image_size={a.size}'] if exists(a.size) else [])
+    r = train_from_cli(a.preset, overrides, data=a.data, vae_path=a.vae_path, out=a.out, resume=a.resume,
+                       allow_config_change=a.allow_config_change, progress=not a.no_progress)
+    if r['interrupted']: a._rc = 130        # stopped by a signal: checkpoint saved, the resume line printed
+    return r['written']
 
 def cmd_eval(a) -> list:
     from coda_nb.data.datasets import get_dataset
@@ -104,8 +109,8 @@ def cmd_eval(a) -> list:
     if exists(a.tokenizer): model, name = _load_tokenizer(a.tokenizer, state), Path(a.tokenizer).name
     elif exists(a.vae):
         from coda_nb.vae.load import load_vae
-        kind, _, path = a.vae.partition(':'); model, name = load_vae(kind, path or None), a.vae
-    else: raise ConfigError('give --tokenizer FOLDER or --vae KIND[:PATH]')
+        model, name = load_vae(a.vae, a.vae_path), a.vae
+    else: raise ConfigError('give --tokenizer FOLDER, or --vae KIND [--vae-path PATH]')
     size = default(a.size, getattr(model, 'image_size', 256))
     lp = None
     if a.lpips:
@@ -184,7 +189,7 @@ def main(argv=None) -> int:
         print(f'coda {a.command}: error: {" ".join(msg.split())}', file=sys.stderr)
         return 2
     if written: print(f'coda {a.command}: wrote ' + ', '.join(str(w) for w in written[:8]) + (f' and {len(written) - 8} more' if len(written) > 8 else ''))
-    return 0
+    return getattr(a, '_rc', 0)
 
 def run(): sys.exit(main())
 def _alias(cmd):

@@ -55,7 +55,23 @@ def strip_paths(obj):
 
 # %% ../nbs/api/03_pretrained.ipynb #56279c77
 CONFIG_FILE, WEIGHTS_FILE = 'config.json', 'model.safetensors'
-_CLASSES: dict[str, type] = {}
+_CLASSES: dict[str, type] = {}          # 'module.Class' -> class (a class redefined in a notebook does not replace the package's)
+
+def _module_of(klass) -> str:
+    "The module recorded for `klass`: its own, or, for a class defined in a notebook, the package module of that name."
+    if klass.__module__ != '__main__': return klass.__module__
+    return next((k.rsplit('.', 1)[0] for k in _CLASSES if k.endswith('.' + klass.__name__) and k.startswith('coda_nb.')), '__main__')
+
+def _find_class(record: dict, base: type|None, where) -> type:
+    "The class that loads `record`: `base` itself when the names agree, else the recorded class (importing its package module)."
+    name, mod = record['_class'], record.get('_module', '')
+    if base is not None and base.__name__ == name: return base
+    if f'{mod}.{name}' not in _CLASSES and mod.split('.')[0] == 'coda_nb': importlib.import_module(mod)   # only this package's modules
+    klass = _CLASSES.get(f'{mod}.{name}')
+    if klass is None: raise ValueError(f'{where}: unknown model class {name!r} (module {mod!r})')
+    if base is not None and base.__name__ not in {c.__name__ for c in klass.__mro__}:
+        raise ValueError(f'{where} describes a {name}, not a {base.__name__}; use load_pretrained({str(Path(where).parent)!r})')
+    return klass
 
 def read_pretrained_config(folder) -> dict:
     "`folder/config.json`, with errors that name the file."
@@ -76,7 +92,7 @@ def _weights_metadata(f: Path) -> dict:
 class PretrainedMixin:
     "`save_pretrained` / `from_pretrained` for an `nn.Module` whose description is `self.config` (a JSON-able dict)."
     def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw); _CLASSES[cls.__name__] = cls
+        super().__init_subclass__(**kw); _CLASSES[f'{cls.__module__}.{cls.__qualname__}'] = cls
 
     @classmethod
     def _empty_for_loading(cls, config: dict) -> nn.Module:
@@ -86,7 +102,7 @@ class PretrainedMixin:
     def save_pretrained(self, folder) -> Path:
         "Write `config.json` + `model.safetensors` to `folder`, atomically; returns the folder."
         folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-        record = dict(_class=type(self).__name__, _module=type(self).__module__, **strip_paths(self.config))
+        record = dict(_class=type(self).__name__, _module=_module_of(type(self)), **strip_paths(self.config))
         sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         meta = dict(format='pt', config_hash=config_hash(record), _class=record['_class'])
         atomic_write(folder/WEIGHTS_FILE, lambda t: save_file(sd, t, metadata=meta))
@@ -102,9 +118,7 @@ class PretrainedMixin:
             raise ValueError(f'{folder/CONFIG_FILE} does not match {folder/WEIGHTS_FILE}: the weights were saved with config hash '
                              f'{meta.get("config_hash")}, this config.json hashes to {config_hash(record)} (edited after saving, or '
                              f'from another save?). Restore the config.json saved with these weights, or save the model again.')
-        klass = _CLASSES.get(record['_class'])
-        if klass is None or not issubclass(klass, cls):
-            raise ValueError(f'{folder/CONFIG_FILE} describes a {record["_class"]}, not a {cls.__name__}; use load_pretrained({str(folder)!r})')
+        klass = _find_class(record, cls, folder/CONFIG_FILE)
         config = {k: v for k, v in record.items() if k not in ('_class', '_module')}
         try: sd = load_file(folder/WEIGHTS_FILE)   # to CPU first: safetensors rejects device strings like 'cpu:0'
         except Exception as e: raise ValueError(f'{folder/WEIGHTS_FILE} is not a readable safetensors file: {e}') from e
@@ -114,7 +128,4 @@ class PretrainedMixin:
 def load_pretrained(folder, device='cpu'):
     "Load any model saved with `save_pretrained`, choosing the class recorded in its `config.json`."
     record = read_pretrained_config(folder)
-    mod = record.get('_module', '')
-    if record['_class'] not in _CLASSES and mod.split('.')[0] == 'coda_nb': importlib.import_module(mod)   # only this package's modules
-    if record['_class'] not in _CLASSES: raise ValueError(f'{Path(folder)/CONFIG_FILE}: unknown model class {record["_class"]!r} (module {mod!r})')
-    return _CLASSES[record['_class']].from_pretrained(folder, device)
+    return _find_class(record, None, Path(folder)/CONFIG_FILE).from_pretrained(folder, device)

@@ -176,16 +176,15 @@ def export_tokenizer(result: dict, folder, use_ema: bool = True) -> Path:
 
 def train_from_cli(preset: str, overrides: list, data=None, vae_path=None, out='runs/train', resume=False,
                    allow_config_change=False, progress=True) -> list:
-    "`coda train`: the config from the preset and `key=value` words, training, the exported tokenizer; returns what was written."
+    "`coda train`: the config from the preset and `key=value` words, training, the exported tokenizer; says what was written and whether a signal stopped it."
     kw = dict(split_overrides(overrides))
     kw |= {k: v for k, v in dict(data=data, vae_path=vae_path, out=out).items() if exists(v)}
     if not progress: kw['progress'] = False
     cfg = CODATrainConfig.from_preset(preset, **kw)
     r = train(cfg, resume=resume, allow_config_change=allow_config_change)
-    out = Path(cfg.out)
-    if not r['accelerator'].is_main_process: return []
+    out, acc = Path(cfg.out), r['accelerator']
     written = [out/'log.jsonl', out/'summary.json', out/'train_config.json']
     if cfg.ckpt_every or r['interrupted']: written.insert(0, out/'checkpoints')
-    if not r['interrupted']: written.insert(0, export_tokenizer(r, out/'tokenizer'))
-    r['accelerator'].end_training()
-    return written
+    if not r['interrupted'] and acc.is_main_process: written.insert(0, export_tokenizer(r, out/'tokenizer'))
+    acc.wait_for_everyone(); acc.end_training()
+    return dict(written=written if acc.is_main_process else [], interrupted=r['interrupted'])

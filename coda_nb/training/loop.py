@@ -6,7 +6,7 @@ Docs: https://coda-nb.github.io/coda_nb/api/trainer.html.md"""
 
 # %% ../../nbs/api/75_trainer.ipynb #aeb6cdaa
 from __future__ import annotations
-import hashlib, json, math, os, shlex, signal, sys, threading, time
+import atexit, hashlib, json, math, os, shlex, signal, sys, threading, time
 from contextlib import nullcontext, ExitStack
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -141,6 +141,9 @@ def resume_command(argv: list[str]|None = None) -> str:
 
 def _jsonable(v): return v.item() if hasattr(v, 'item') else str(v)
 
+def _destroy_process_group():
+    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+
 class Trainer:
     "Runs `task` with `cfg`; `fit` is its one-call front end. Callbacks get the trainer: `cfg`, `parts`, `models`, `acc`, `step`, `total`, `history`, ..."
     def __init__(self, task: Task, cfg: TrainerConfig, resume: bool|str = False, allow_config_change: bool = False, callbacks=()):
@@ -176,6 +179,7 @@ class Trainer:
         acc = self.acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu_only(),
                                      kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
         self.main, self.rank, self.world, self.out = acc.is_main_process, acc.process_index, acc.num_processes, Path(cfg.out)
+        if self.world > 1: atexit.register(_destroy_process_group)   # a gloo group alive at exit can abort the process
         self.config = json.loads(json.dumps(asdict(cfg), default=str))
         seed_everything(cfg.seed)
         self.parts = task.build(cfg, acc)
