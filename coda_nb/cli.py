@@ -8,7 +8,7 @@ Docs: https://coda-nb.github.io/coda_nb/api/cli.html.md"""
 from __future__ import annotations
 import argparse, json, os, sys
 from pathlib import Path
-from .core import exists, default, cpu_only, save_json, atomic_write
+from .core import exists, default, cpu_only, save_json, atomic_write, end_distributed
 from .config import ConfigError, list_presets
 from .weights import MissingWeightsError
 
@@ -188,6 +188,7 @@ def main(argv=None) -> int:
         msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
         print(f'coda {a.command}: error: {" ".join(msg.split())}', file=sys.stderr)
         return 2
+    end_distributed()      # under torchrun: every rank done before the gloo/NCCL group goes
     if written: print(f'coda {a.command}: wrote ' + ', '.join(str(w) for w in written[:8]) + (f' and {len(written) - 8} more' if len(written) > 8 else ''))
     return getattr(a, '_rc', 0)
 

@@ -13,7 +13,7 @@ import torch
 
 # %% auto #0
 __all__ = ['REPO_ROOT', 'exists', 'default', 'seed_everything', 'derive_seed', 'shared_dir', 'cache_dir', 'cpu_only',
-           'atomic_write', 'save_json', 'file_sha256']
+           'end_distributed', 'atomic_write', 'save_json', 'file_sha256']
 
 # %% ../nbs/api/00_core.ipynb #0816ef6e
 def exists(v):
@@ -57,6 +57,12 @@ def cpu_only() -> bool:
     "True when no CUDA/XPU/MPS device is available (Accelerate then needs `cpu=True` for gloo ranks)."
     xpu = hasattr(torch, 'xpu') and torch.xpu.is_available()
     return not (torch.cuda.is_available() or xpu or torch.backends.mps.is_available())
+
+def end_distributed():
+    "Tear the process group down once every rank got here (a gloo peer vanishing mid-teardown aborts the process); no-op alone."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier(); dist.destroy_process_group()
 
 # %% ../nbs/api/00_core.ipynb #2a2e6f8b
 def _umask() -> int:

@@ -186,5 +186,5 @@ def train_from_cli(preset: str, overrides: list, data=None, vae_path=None, out='
     written = [out/'log.jsonl', out/'summary.json', out/'train_config.json']
     if cfg.ckpt_every or r['interrupted']: written.insert(0, out/'checkpoints')
     if not r['interrupted'] and acc.is_main_process: written.insert(0, export_tokenizer(r, out/'tokenizer'))
-    acc.wait_for_everyone(); acc.end_training()
+    acc.wait_for_everyone()
     return dict(written=written if acc.is_main_process else [], interrupted=r['interrupted'])

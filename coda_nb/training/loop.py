@@ -6,7 +6,7 @@ Docs: https://coda-nb.github.io/coda_nb/api/trainer.html.md"""
 
 # %% ../../nbs/api/75_trainer.ipynb #aeb6cdaa
 from __future__ import annotations
-import atexit, hashlib, json, math, os, shlex, signal, sys, threading, time
+import atexit, gc, hashlib, json, math, os, shlex, signal, sys, threading, time
 from contextlib import nullcontext, ExitStack
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
-from ..core import exists, default, seed_everything, atomic_write, save_json, cpu_only, derive_seed
+from ..core import exists, default, seed_everything, atomic_write, save_json, cpu_only, derive_seed, end_distributed
 from ..data.sampler import train_loader
 from .schedules import lr_factor
 from .ema import EMA
@@ -141,8 +141,6 @@ def resume_command(argv: list[str]|None = None) -> str:
 
 def _jsonable(v): return v.item() if hasattr(v, 'item') else str(v)
 
-def _destroy_process_group():
-    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
 class Trainer:
     "Runs `task` with `cfg`; `fit` is its one-call front end. Callbacks get the trainer: `cfg`, `parts`, `models`, `acc`, `step`, `total`, `history`, ..."
@@ -179,7 +177,7 @@ class Trainer:
         acc = self.acc = Accelerator(mixed_precision=cfg.mixed_precision, cpu=cpu_only(),
                                      kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
         self.main, self.rank, self.world, self.out = acc.is_main_process, acc.process_index, acc.num_processes, Path(cfg.out)
-        if self.world > 1: atexit.register(_destroy_process_group)   # a gloo group alive at exit can abort the process
+        if self.world > 1: atexit.register(end_distributed)   # a gloo group alive at exit can abort the process
         self.config = json.loads(json.dumps(asdict(cfg), default=str))
         seed_everything(cfg.seed)
         self.parts = task.build(cfg, acc)
@@ -320,6 +318,8 @@ class Trainer:
         summary = dict(steps=self.total, history=self.history, parts=self.parts, models={k: p.module for k, p in self.parts.items()},
                        accelerator=acc, interrupted=self.interrupted, digest=digest)
         self._cb('on_train_end', summary)
+        if self.world > 1:   # drop the DDP wrappers now: one still alive when the group is torn down can abort the process at exit
+            self.models = self.optimizers = None; acc.free_memory(); gc.collect()
         return summary
 
 def _step_of(line: str) -> float:
