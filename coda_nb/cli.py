@@ -28,6 +28,7 @@ def _data_flags(p, split='test', size_help='default: the size the tokenizer was 
     g.add_argument('--limit', '--n', dest='limit', type=int, default=None, help='use the first N images only')
     g.add_argument('--batch-size', type=int, default=16, help='images per batch and process')
     g.add_argument('--num-workers', type=int, default=0, help='DataLoader worker processes')
+    g.add_argument('--strict', action='store_true', help='stop at an unreadable image file (named) instead of skipping it')
 
 def _common(p, out=None):
     p.add_argument('--out', default=out, required=out is None, help='output folder')
@@ -43,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--data', default=None, help="an image folder, 'photos' or 'fashion-mnist' (default: the preset's)")
     t.add_argument('--vae-path', default=None, help="the VAE's weights (folder or file); default: found by coda_nb.weights")
     t.add_argument('--size', type=int, default=None, help="training image size in pixels (default: the preset's; same as image_size=)")
-    t.add_argument('--resume', nargs='?', const=True, default=False, help='continue from OUT/checkpoints (or the given checkpoint)')
+    t.add_argument('--resume', action='store_true', help='continue from OUT/checkpoints/latest (takes no value)')
+    t.add_argument('--resume-from', default=None, metavar='CHECKPOINT', help='continue from this checkpoint folder (--resume, the newest, wins if both are given)')
+    t.add_argument('--strict', action='store_true', help='stop at an unreadable image file in --data (named) instead of skipping it')
     t.add_argument('--allow-config-change', action='store_true', help='resume even if the training config changed')
     _common(t, 'runs/train')
     t.add_argument('overrides', nargs='*', metavar='key=value', help='training options (see `coda presets --show PRESET`)')
@@ -94,12 +97,23 @@ def _load_tokenizer(path, state=None):
 
 def _data_name(data): return data if data in ('photos', 'fashion-mnist') else Path(data).name
 
+def _say_skipped(a, skipped, where):
+    "One line naming the unreadable image files a command left out, and where they are listed."
+    if skipped:
+        from coda_nb.data.images import describe_skipped
+        print(f'coda {a.command}: skipped {len(skipped)} unreadable image file(s) (listed in {where}): '
+              + describe_skipped({s["file"]: s["error"] for s in skipped}))
+
 def cmd_train(a) -> list:
     from coda_nb.training.coda import train_from_cli
+    if paths := [w for w in a.overrides if '=' not in w and Path(w).exists()]:
+        raise ConfigError(f'{paths[0]} is not a key=value override; to resume from a checkpoint, write --resume-from {paths[0]}')
+    # --resume (the newest checkpoint) wins over --resume-from: the resume line printed after an interruption appends it
     overrides = a.overrides + ([f'image_size={a.size}'] if exists(a.size) else [])
-    r = train_from_cli(a.preset, overrides, data=a.data, vae_path=a.vae_path, out=a.out, resume=a.resume,
-                       allow_config_change=a.allow_config_change, progress=not a.no_progress)
+    r = train_from_cli(a.preset, overrides, data=a.data, vae_path=a.vae_path, out=a.out, resume=a.resume or a.resume_from or False,
+                       allow_config_change=a.allow_config_change, progress=not a.no_progress, strict=a.strict)
     if r['interrupted']: a._rc = 130        # stopped by a signal: checkpoint saved, the resume line printed
+    _say_skipped(a, r['written'] and r['skipped_files'], Path(a.out)/'skipped_files.json')
     return r['written']
 
 def cmd_eval(a) -> list:
@@ -116,20 +130,20 @@ def cmd_eval(a) -> list:
     if a.lpips:
         from coda_nb.training.losses import build_lpips
         lp = build_lpips()
-    r = evaluate(model, get_dataset(a.data, size, a.limit, a.split), a.batch_size, fid=not a.no_fid, lpips=lp,
+    r = evaluate(model, get_dataset(a.data, size, a.limit, a.split, strict=a.strict), a.batch_size, fid=not a.no_fid, lpips=lp,
                  rank=state.process_index, world=state.num_processes, progress=state.is_main_process and not a.no_progress)
     r |= dict(data=_data_name(a.data), split=a.split, size=size, model=name)
     if not state.is_main_process: return []
     out = Path(a.out); save_json(r, out/'metrics.json')
     md = metrics_table({name: r}); atomic_write(out/'metrics.md', lambda t: Path(t).write_text(md + '\n'))
-    print(md)
+    print(md); _say_skipped(a, r.get('skipped_files'), out/'metrics.json')
     return [out/'metrics.json', out/'metrics.md']
 
 def cmd_tokenize(a) -> list:
     from coda_nb.data.datasets import get_dataset
     from coda_nb.data.tokens import tokenize_folder
     state = _state(); tok = _load_tokenizer(a.tokenizer, state)
-    ds = get_dataset(a.data, default(a.size, tok.token_spec.image_size), a.limit, split=a.split)
+    ds = get_dataset(a.data, default(a.size, tok.token_spec.image_size), a.limit, split=a.split, strict=a.strict)
     r = tokenize_folder(tok, ds, a.out, a.shard_size, a.batch_size, state.process_index, state.num_processes, a.max_shards,
                         dict(data=_data_name(a.data), split=a.split, n=a.limit), a.num_workers,
                         progress=state.is_main_process and not a.no_progress)
@@ -138,6 +152,7 @@ def cmd_tokenize(a) -> list:
     m = r.manifest; left = [s['file'] for s in m['shards'] if not (Path(a.out)/s['file']).is_file()]
     print(f"{a.out}: {m['n_shards'] - len(left)}/{m['n_shards']} shards, {m['n_images']} images, {m['tokens_per_image']} tokens each"
           + (f'; {len(left)} shards left: rerun to resume' if left else ''))
+    _say_skipped(a, m.get('skipped_files'), Path(a.out)/'manifest.json')
     return [Path(a.out)/'manifest.json'] + [Path(a.out)/f for f in sorted({s['file'] for s in m['shards']} - set(left))]
 
 def cmd_decode(a) -> list:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset, Subset
 from ..core import default, derive_seed
-from .images import ImageFolder, train_transform, open_rgb, to_tensor
+from .images import ImageFolder, train_transform, to_tensor, skipped_files
 from .photos import PhotoCrops
 from .fashion_mnist import FashionMNIST
 
@@ -19,27 +19,29 @@ __all__ = ['DATASETS', 'get_dataset', 'TrainImages']
 # %% ../../nbs/api/43_datasets.ipynb #bedb1f4e
 DATASETS = ('photos', 'fashion-mnist')
 
-def get_dataset(data: str, size: int, n: int|None = None, split: str = 'test') -> Dataset:
-    "A dataset by name: 'photos', 'fashion-mnist' or an image folder (ADM centre crop); the first `n` items."
+def get_dataset(data: str, size: int, n: int|None = None, split: str = 'test', strict: bool = False) -> Dataset:
+    "A dataset by name: 'photos', 'fashion-mnist' or an image folder (ADM centre crop, broken files skipped or, `strict`, refused); the first `n` items."
     if data == 'photos': return PhotoCrops(size=size, n=default(n, 256), split=split, seed=0)
-    ds = FashionMNIST(split=split, size=size) if data == 'fashion-mnist' else ImageFolder(data, size=size)
+    ds = FashionMNIST(split=split, size=size) if data == 'fashion-mnist' else ImageFolder(data, size=size, strict=strict, limit=n)
     return Subset(ds, range(min(len(ds), default(n, len(ds)))))
 
 # %% ../../nbs/api/43_datasets.ipynb #3ff303d4
 class TrainImages(Dataset):
-    "Training images keyed by `(index, position)`; image folders get the authors' random crop seeded by position."
-    def __init__(self, data: str, size: int, n: int = 1024, seed: int = 0):
+    "Training images keyed by `(index, position)`; image folders get the authors' random crop seeded by position, broken files skipped (or refused, `strict`)."
+    def __init__(self, data: str, size: int, n: int = 1024, seed: int = 0, strict: bool = False):
         self.seed, self.folder = seed, None
         if data == 'photos': self.ds = PhotoCrops(size=size, n=n, split='train', seed=seed)
         elif data == 'fashion-mnist': self.ds = FashionMNIST(split='train', size=size)
         else:
-            self.ds = self.folder = ImageFolder(data, size=size)
+            self.ds = self.folder = ImageFolder(data, size=size, strict=strict)
             self.tfm = train_transform(size)
+    @property
+    def skipped(self) -> list[dict]: return default(skipped_files(self), [])
     def __len__(self): return len(self.ds)
     def __getitem__(self, key):
         i, p = key
         if self.folder is None:
             item = self.ds[i]
             return (item if torch.is_tensor(item) else item[0]), i
-        im = open_rgb(self.folder.root/self.folder.files[i])
+        im = self.folder.open(i)      # a file that fails now raises ImageReadError naming it
         return to_tensor(self.tfm(im, generator=torch.Generator().manual_seed(derive_seed(self.seed, p)))), i

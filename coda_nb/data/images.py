@@ -6,8 +6,9 @@ Docs: https://coda-nb.github.io/coda_nb/api/images.html.md"""
 
 # %% ../../nbs/api/40_images.ipynb #i4466642
 from __future__ import annotations
-import warnings, numpy as np, torch
+import os, warnings, numpy as np, torch
 from collections import namedtuple
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from torch.utils.data import Dataset
 from PIL import Image
@@ -15,8 +16,9 @@ from ..core import default
 
 
 # %% auto #0
-__all__ = ['IMG_EXTENSIONS', 'ImageItem', 'to_tensor', 'image_grid', 'center_crop_arr', 'train_transform', 'open_rgb',
-           'ImageFolder']
+__all__ = ['IMG_EXTENSIONS', 'ImageItem', 'ImageBatch', 'to_tensor', 'image_grid', 'center_crop_arr', 'train_transform',
+           'ImageReadError', 'open_rgb', 'read_error', 'describe_skipped', 'check_files', 'ImageFolder',
+           'skipped_files', 'load_images']
 
 # %% ../../nbs/api/40_images.ipynb #5004b53b
 def to_tensor(a_HW3) -> torch.Tensor:
@@ -64,57 +66,117 @@ def train_transform(size: int = 256, resize: int|None = None):
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif', '.ppm', '.pgm')
 ImageItem = namedtuple('ImageItem', 'image label id')
 
+class ImageReadError(ValueError):
+    "An image file that cannot be read; the message names the file, why, and what to do."
+
 def open_rgb(path) -> Image.Image:
     "Open and fully decode an image as RGB (grayscale, palette, RGBA, 16-bit all converted)."
     with Image.open(path) as im:
         im.load()
         if im.mode == 'P' and 'transparency' in im.info: im = im.convert('RGBA')
-        if im.mode in ('I', 'I;16', 'I;16B', 'F'): im = Image.fromarray((np.asarray(im, np.float64) / 257).clip(0, 255).astype(np.uint8))
+        if im.mode in ('I', 'F') or im.mode.startswith('I;16'):
+            im = Image.fromarray((np.asarray(im, np.float64) / 257).clip(0, 255).astype(np.uint8))
         return im.convert('RGB')
 
-def _check_image(path, check):
-    if check == 'none': return True
+def read_error(path, check: str = 'decode') -> str|None:
+    "None when `path` reads as an image (`check`: 'decode' fully, 'header' PIL's verify, 'none' not at all), else why not, in one line."
+    if check == 'none': return None
     try:
         if check == 'header':
             with Image.open(path) as im: im.verify()
         else: open_rgb(path)
-        return True
-    except Exception: return False
+        return None
+    except Exception as e:   # PIL raises OSError, SyntaxError, ValueError, struct.error, DecompressionBombError ...
+        return f'{type(e).__name__}: {" ".join(str(e).split()) or "unreadable"}'
+
+def describe_skipped(errors: dict, limit: int = 10) -> str:
+    "`'a.jpg (OSError: ...); b.png (...)'`, the first `limit` of `{file: reason}` and how many more."
+    items = [f'{f} ({r})' for f, r in list(errors.items())[:limit]]
+    return '; '.join(items) + (f'; and {len(errors) - limit} more' if len(errors) > limit else '')
+
+def check_files(paths, check: str = 'decode', workers: int|None = None) -> dict:
+    "`{path: reason}` of the files in `paths` that do not read as images (decoded on `workers` threads)."
+    if check not in ('none', 'header', 'decode'): raise ValueError(f"check must be 'none', 'header' or 'decode', got {check!r}")
+    paths = list(paths)
+    if check == 'none' or not paths: return {}
+    workers = default(workers, min(8, os.cpu_count() or 1, len(paths)))
+    if workers <= 1: reasons = [read_error(q, check) for q in paths]
+    else:
+        with ThreadPoolExecutor(workers) as ex: reasons = list(ex.map(lambda q: read_error(q, check), paths))
+    return {q: r for q, r in zip(paths, reasons) if r is not None}
 
 class ImageFolder(Dataset):
-    "Images under `root` (class subfolders or flat) as `ImageItem(image, label, id)`, ADM centre crop by default."
-    def __init__(self, root, size=256, transform=None, check='header', exts=IMG_EXTENSIONS):
+    "Images under `root` (class subfolders or flat) as `ImageItem(image, label, id)`, ADM centre crop by default; broken files skipped (or refused with `strict`), never replaced."
+    def __init__(self, root, size=256, transform=None, check='decode', strict: bool = False, limit: int|None = None,
+                 exts=IMG_EXTENSIONS, workers: int|None = None):
         if check not in ('none', 'header', 'decode'): raise ValueError(f"check must be 'none', 'header' or 'decode', got {check!r}")
-        self.root, self.size = Path(root), size
+        self.root, self.size, self.check, self.strict = Path(root), size, check, strict
         self.transform = default(transform, lambda: (lambda im: center_crop_arr(im, size)))
         if not self.root.is_dir(): raise FileNotFoundError(f'image folder {self.root} does not exist')
         files = sorted(p.relative_to(self.root).as_posix() for p in self.root.rglob('*')
                        if p.suffix.lower() in exts and p.is_file())
         self.classes = sorted({f.split('/')[0] for f in files if '/' in f})
-        self.skipped = [f for f in files if not _check_image(self.root/f, check)]
-        bad = set(self.skipped)
-        self.files = [f for f in files if f not in bad]
+        self.errors, todo, good = {}, list(files), []    # errors: {relative name: reason}
+        while todo and (limit is None or len(good) < limit):   # with `limit`, only as many files as it takes
+            chunk, todo = (todo, []) if limit is None else (todo[:limit - len(good)], todo[limit - len(good):])
+            bad = check_files([self.root/f for f in chunk], check, workers)
+            self.errors |= {f: bad[self.root/f] for f in chunk if self.root/f in bad}
+            good += [f for f in chunk if f not in self.errors]
+        self.skipped = list(self.errors)
+        if self.skipped and strict:
+            raise ImageReadError(f'{self.root}: {len(self.skipped)} of {len(files)} image files cannot be read: '
+                                 f'{describe_skipped(self.errors)}. Repair or remove them, or leave strict mode (strict=False, no --strict) to skip them.')
+        self.files = good
         cls = {c: i for i, c in enumerate(self.classes)}
         self.labels = [cls[f.split('/')[0]] if '/' in f else -1 for f in self.files]
-        if not self.files: raise ValueError(f'no readable images under {self.root} (skipped {len(self.skipped)})')
-        if self.skipped: warnings.warn(f'ImageFolder: skipped {len(self.skipped)} unreadable file(s) under {self.root}, e.g. {self.skipped[0]}')
-        self._warned = False  # the lazy warning is given once
+        if not self.files:
+            raise ValueError(f'no readable images under {self.root}: {len(files)} file(s) with an image extension ({", ".join(exts)})'
+                             + (f', all unreadable: {describe_skipped(self.errors)}' if files else ''))
+        if self.skipped:
+            warnings.warn(f'ImageFolder: skipped {len(self.skipped)} unreadable image file(s) under {self.root}: '
+                          f'{describe_skipped(self.errors)}', stacklevel=2)
 
     @property
     def n_skipped(self): return len(self.skipped)
     def __len__(self): return len(self.files)
 
+    def open(self, i: int) -> Image.Image:
+        "The `i`-th good file as an RGB PIL image; a file that fails now raises `ImageReadError` naming it."
+        f = self.files[i]
+        try: return open_rgb(self.root/f)
+        except Exception as e:
+            how = ("it decoded when the folder was indexed: was it changed since? " if self.check == 'decode' else
+                   f"the folder was indexed with check={self.check!r}, which does not decode; check='decode' skips such files up front. ")
+            raise ImageReadError(f'{self.root/f}: cannot be decoded ({type(e).__name__}: {" ".join(str(e).split())}); '
+                                 f'{how}Repair or remove the file.') from e
+
     def __getitem__(self, i):
-        for k in range(len(self.files)):
-            j = (i + k) % len(self.files); f = self.files[j]
-            if f in self.skipped: continue
-            try: im = open_rgb(self.root/f)
-            except Exception as e:
-                self.skipped.append(f)
-                if not self._warned:
-                    warnings.warn(f'ImageFolder: {f} cannot be decoded ({e}); skipping it and the next unreadable ones. '
-                                  f'See .n_skipped / .skipped, or index with check="decode".')
-                    self._warned = True
-                continue
-            return ImageItem(to_tensor(self.transform(im)), self.labels[j], f)
-        raise RuntimeError(f'no decodable image under {self.root}')
+        return ImageItem(to_tensor(self.transform(self.open(i))), self.labels[i], self.files[i])
+
+def skipped_files(ds) -> list[dict]|None:
+    "`[{'file', 'error'}]` of the files an image-folder dataset skipped (looking through `Subset` and wrappers); None for datasets that read no files."
+    for _ in range(8):
+        if isinstance(ds, ImageFolder): return [dict(file=f, error=ds.errors[f]) for f in ds.skipped]
+        ds = next((getattr(ds, a) for a in ('dataset', 'folder', 'ds') if getattr(ds, a, None) is not None), None)
+        if ds is None: return None
+    return None
+
+# %% ../../nbs/api/40_images.ipynb #a980c454
+ImageBatch = namedtuple('ImageBatch', 'images files skipped')
+
+def load_images(paths, size: int = 256, strict: bool = False, transform=None) -> ImageBatch:
+    "Image files -> `ImageBatch(images B x 3 x size x size in [-1, 1], files, skipped {path: reason})` (ADM centre crop); broken files skipped with a warning, or refused with `strict`."
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not paths: raise ValueError('load_images: no paths given')
+    tfm = default(transform, lambda: (lambda im: center_crop_arr(im, size)))
+    images, files, skipped = [], [], {}
+    for q in paths:
+        try: im = open_rgb(q)
+        except Exception as e:
+            skipped[str(q)] = f'{type(e).__name__}: {" ".join(str(e).split())}'
+            if strict: raise ImageReadError(f'{q}: cannot be read as an image ({skipped[str(q)]}); repair or remove it, or pass strict=False to skip it') from e
+            continue
+        images.append(to_tensor(tfm(im))); files.append(str(q))
+    if not images: raise ImageReadError(f'load_images: none of the {len(paths)} file(s) could be read: {describe_skipped(skipped)}')
+    if skipped: warnings.warn(f'load_images: skipped {len(skipped)} of {len(paths)} file(s): {describe_skipped(skipped)}', stacklevel=2)
+    return ImageBatch(torch.stack(images), files, skipped)

@@ -15,7 +15,7 @@ from safetensors.torch import save_file, load_file
 from tqdm.auto import tqdm
 from ..core import exists, default, atomic_write, save_json
 from ..pretrained import strip_paths
-from .images import IMG_EXTENSIONS
+from .images import IMG_EXTENSIONS, skipped_files
 
 
 # %% auto #0
@@ -59,8 +59,8 @@ class _Items(torch.utils.data.Dataset):
 # %% ../../nbs/api/44_tokens.ipynb #2a9cc017
 _MUST_AGREE = ('format', 'config_hash', 'weights_digest', 'image_size', 'n_images', 'shard_size', 'data')
 
-def make_manifest(tokenizer, n_images: int, image_size: int|None, shard_size: int, data=None) -> dict:
-    "The manifest of tokenizing `n_images` images of `image_size` px (the tokenizer's by default) into shards of `shard_size`."
+def make_manifest(tokenizer, n_images: int, image_size: int|None, shard_size: int, data=None, skipped: list|None = None) -> dict:
+    "The manifest of tokenizing `n_images` images of `image_size` px (the tokenizer's by default) into shards of `shard_size`; `skipped`: the unreadable files left out."
     spec = tokenizer.token_spec
     image_size = default(image_size, spec.image_size)
     if exists(spec.image_size) and image_size != spec.image_size:
@@ -75,7 +75,8 @@ def make_manifest(tokenizer, n_images: int, image_size: int|None, shard_size: in
                 dtype=str(index_dtype(V)).removeprefix('torch.'), tokens_per_image=spec.tokens_per_image,
                 image_size=image_size, latent_size=image_size // spec.downsample, data=data,
                 n_images=n_images, shard_size=shard_size, n_shards=len(shards), shards=shards,
-                keys=[level_key(l) for l in range(L)] + ['labels'])
+                keys=[level_key(l) for l in range(L)] + ['labels'])   | (
+                {} if skipped is None else dict(n_skipped=len(skipped), skipped_files=skipped))
 
 def read_manifest(tok_dir) -> dict:
     "`TOKDIR/manifest.json`, with a clear error when the folder holds no tokens."
@@ -140,6 +141,12 @@ def image_indices(tokenizer, x_B3HW) -> list:
     "Per-level indices of images: the tokenizer's `encode_indices` (posterior mode, no losses)."
     return tokenizer.encode_indices(x_B3HW)
 
+def _check_ids(ids, k, seen: dict, where):
+    for i in ids:
+        if i in seen: raise ValueError(f'{where}: image id {i!r} appears twice (shards {seen[i]} and {k}): the dataset gives two '
+                                       f'items the same id, so their tokens and decoded PNGs would clash. Give every item a unique id.')
+        seen[i] = k
+
 def tokenize_folder(tokenizer, dataset, out_dir, shard_size: int = 1024, batch_size: int = 16,
                     rank: int = 0, world: int = 1, max_shards: int|None = None, data=None, num_workers: int = 0,
                     progress: bool = True) -> TokenizeResult:
@@ -148,12 +155,15 @@ def tokenize_folder(tokenizer, dataset, out_dir, shard_size: int = 1024, batch_s
     if n == 0: raise ValueError('tokenize_folder: the dataset is empty')
     if not 0 <= rank < world: raise ValueError(f'rank {rank} outside [0, {world})')
     size = dataset_item(dataset, 0)[0].shape[-1]
-    m = make_manifest(tokenizer, n, size, shard_size, data)
+    m = make_manifest(tokenizer, n, size, shard_size, data, skipped_files(dataset))
     if (out/MANIFEST).is_file(): check_manifest(read_manifest(out), m, str(out))
     else: save_json(m, out/MANIFEST)
     mine = [k for k in range(m['n_shards']) if k % world == rank]
     done = [k for k in mine if (out/shard_name(k)).is_file()]
-    for k in done: _check_shard_meta(shard_metadata(out/shard_name(k)), m, k, out/shard_name(k))
+    seen = {}                           # image id -> shard: an id twice would overwrite a decoded PNG
+    for k in done:
+        meta = shard_metadata(out/shard_name(k)); _check_shard_meta(meta, m, k, out/shard_name(k))
+        _check_ids(json.loads(meta.get('ids', '[]')), k, seen, out)
     todo = [k for k in mine if k not in done][:max_shards]
     for k in todo:   # debris of a killed writer (atomic_write's temporary files)
         for t in out.glob(f'.{shard_name(k)}.*.tmp'): t.unlink(missing_ok=True)
@@ -169,6 +179,7 @@ def tokenize_folder(tokenizer, dataset, out_dir, shard_size: int = 1024, batch_s
             for x, y, i in dl:
                 for l, idx in enumerate(image_indices(tokenizer, x.to(device))): levels[l].append(idx.cpu().to(dtype))
                 labels.append(y); ids += i; pbar.update(len(x))
+            _check_ids(ids, k, seen, out)
             tensors = {level_key(l): torch.cat(v).contiguous() for l, v in enumerate(levels)} | dict(labels=torch.cat(labels))
             meta = dict(format=FORMAT, config_hash=m['config_hash'], weights_digest=m['weights_digest'], shard=str(k),
                         start=str(s['start']), count=str(s['count']), ids=json.dumps(ids))
@@ -194,7 +205,9 @@ def read_shards(tok_dir, allow_partial: bool = False) -> Tokens:
     if missing and not allow_partial:
         raise FileNotFoundError(f'{tok_dir}: {len(missing)} of {m["n_shards"]} shards missing (e.g. {missing[0]}); '
                                 f'rerun coda tokenize to finish, or pass allow_partial=True')
-    shards = [s for _, s in iter_shards(tok_dir, allow_partial=allow_partial)]
+    shards, seen = [], {}
+    for k, s in iter_shards(tok_dir, allow_partial=allow_partial):
+        _check_ids(s.ids, k, seen, tok_dir); shards.append(s)
     if not shards: return Tokens([torch.zeros(0, *s, dtype=torch.long) for s in m['scales']], torch.zeros(0, dtype=torch.long), [], m)
     return Tokens([torch.cat([s.indices[l] for s in shards]) for l in range(m['levels'])],
                   torch.cat([s.labels for s in shards]), sum((s.ids for s in shards), []), m)

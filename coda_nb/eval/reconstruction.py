@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import Dataset, DataLoader
 from tqdm.auto import tqdm
 from ..core import exists, default
+from ..data.images import skipped_files
 from .metrics import psnr, ssim, StreamingFID, code_counts, codebook_utilization, perplexity
 
 
@@ -77,6 +78,7 @@ def evaluate(model, dataset: Dataset, batch_size: int = 32, fid: bool|StreamingF
         out |= dict(utilization=float(codebook_utilization(counts.sum(0))), perplexity=float(perplexity(counts.sum(0))),
                     utilization_per_level=codebook_utilization(counts).tolist(), perplexity_per_level=perplexity(counts).tolist(),
                     codebook_size=V)
+    if exists(sk := skipped_files(dataset)): out |= dict(n_skipped=len(sk), skipped_files=sk)   # an image folder's unreadable files
     return out
 
 # %% ../../nbs/api/61_reconstruction.ipynb #2dc414b3

@@ -81,28 +81,47 @@ class MultiScaleResidualQuantizer(nn.Module):
         "Indices only (inference path, no losses)."
         return self(f_BChw, compute_loss=False).indices
 
-    def _check_indices(self, indices):
-        if not isinstance(indices, (list, tuple)) or len(indices) != len(self.scales):
-            n = len(indices) if isinstance(indices, (list, tuple)) else type(indices).__name__
-            raise ValueError(f"expected a list of {len(self.scales)} index tensors (one per level), got {n}")
-        B = None
+    def _check_indices(self, indices) -> list:
+        "The indices as one `B x h x w` int64 tensor per level: torch tensors or numpy arrays of any integer dtype, checked."
+        import numpy as np
+        from collections import Counter
+        L = len(self.scales)
+        if not isinstance(indices, (list, tuple)) or len(indices) != L:
+            n = len(indices) if isinstance(indices, (list, tuple)) else f'a {type(indices).__name__}'
+            raise ValueError(f"expected a list of {L} index tensors (one per level, each B x h x w), got {n}")
+        out = []
         for l, (idx, s) in enumerate(zip(indices, self.scales)):
-            if not torch.is_tensor(idx) or idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
-                raise ValueError(f"level {l}: indices must be an integer tensor, got {getattr(idx, 'dtype', type(idx))}")
-            B = default(B, idx.shape[0] if idx.ndim else None)
-            if idx.ndim != 3 or tuple(idx.shape[1:]) != s or idx.shape[0] != B:
-                raise ValueError(f"level {l}: expected shape ({B}, {s[0]}, {s[1]}), got {tuple(idx.shape)}")
+            if isinstance(idx, np.ndarray):
+                if idx.dtype.kind not in 'iu': raise ValueError(f"level {l}: indices must be integers, got a numpy array of {idx.dtype}")
+                if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.codebook_size):   # exact for any numpy integer dtype
+                    raise IndexError(f"level {l}: indices must lie in [0, {self.codebook_size}), found {int(idx.min())}..{int(idx.max())}")
+                idx = torch.from_numpy(idx.astype(np.int64))
+            elif not torch.is_tensor(idx) or idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+                what = idx.dtype if torch.is_tensor(idx) else type(idx).__name__
+                raise ValueError(f"level {l}: indices must be an integer tensor or numpy array, got {what}"
+                                 + (' (whole numbers? use .long())' if torch.is_tensor(idx) and idx.is_floating_point() else ''))
+            idx = idx.long()          # int64 before comparing: a uint8/int16 tensor cannot hold the codebook size
+            if idx.ndim != 3 or tuple(idx.shape[1:]) != s:
+                raise ValueError(f"level {l}: expected shape (B, {s[0]}, {s[1]}), got {tuple(idx.shape)}")
             if idx.numel() and (idx.min() < 0 or idx.max() >= self.codebook_size):
                 raise IndexError(f"level {l}: indices must lie in [0, {self.codebook_size}), found {idx.min().item()}..{idx.max().item()}")
+            out.append(idx)
+        Bs = [i.shape[0] for i in out]
+        if len(set(Bs)) > 1:
+            common = Counter(Bs).most_common(1)[0][0]; odd = [l for l, b in enumerate(Bs) if b != common]
+            raise ValueError(f"level(s) {odd} hold {[Bs[l] for l in odd]} image(s) but the other levels hold {common}: "
+                             f"every level needs the same batch (per level: {Bs})")
+        if Bs[0] == 0: raise ValueError("an empty batch (0 images at every level): pass the indices of at least one image")
+        return out
 
     def indices_to_latent(self, indices, size=None):
-        "The exact `f_hat` from indices: sum over levels of the bicubic-upsampled code values (size: largest scale by default)."
-        self._check_indices(indices)
+        "The exact `f_hat` from indices (one `B x h x w` tensor or numpy array per level, any integer dtype): sum over levels of the bicubic-upsampled code values (size: largest scale by default)."
+        indices = self._check_indices(indices)
         H, W = _pair(default(size, (max(h for h, w in self.scales), max(w for h, w in self.scales))))
         prepared = [q.prepare() for q in self.quantizers]
-        f_hat = None
+        f_hat, dev = None, next(self.parameters()).device    # numpy indices arrive on the CPU
         for l, (idx, s) in enumerate(zip(indices, self.scales)):
-            z = self.level_quantizer(l).indices_to_codes(idx.long(), prepared[0 if self.shared else l]).permute(0, 3, 1, 2)
+            z = self.level_quantizer(l).indices_to_codes(idx.to(dev), prepared[0 if self.shared else l]).permute(0, 3, 1, 2)
             h = z if s == (H, W) else F.interpolate(z, size=(H, W), mode='bicubic', align_corners=False)
             f_hat = h if f_hat is None else f_hat + h
         return f_hat

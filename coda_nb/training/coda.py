@@ -11,7 +11,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
-from ..core import exists, default
+from ..core import exists, default, save_json
 from ..config import get_preset, apply_overrides, split_overrides
 from ..nn.lora import lora_layers
 from ..nn.discriminators import DinoDiscriminator, PatchGANDiscriminator
@@ -87,7 +87,7 @@ def last_decoder_layer(tok) -> torch.Tensor|None:
 class CODATask(Task):
     "A CODA tokenizer (frozen VAE + LoRA + quantizer) trained with the authors' losses."
     name = 'coda'
-    def __init__(self, tokenizer: CODATokenizer|None = None): self.tok = tokenizer
+    def __init__(self, tokenizer: CODATokenizer|None = None, strict: bool = False): self.tok, self.strict = tokenizer, strict
 
     def build(self, cfg: CODATrainConfig, acc) -> dict:
         lora_kw = {k: v for k, v in dict(encoder=cfg.lora_encoder, decoder=cfg.lora_decoder).items() if exists(v)}
@@ -97,7 +97,7 @@ class CODATask(Task):
         enc_frozen = not any(p.requires_grad for n, p in tok.vae.model.named_parameters() if n.startswith('encoder.'))
         cache = default(cfg.cache_latents, enc_frozen and not cfg.sample_posterior) or cfg.latent_only
         if cache and not enc_frozen: raise ValueError('cache_latents needs a frozen encoder (lora_encoder=False)')
-        self.ds = TrainImages(cfg.data, cfg.image_size, cfg.n_train, cfg.seed)
+        self.ds = TrainImages(cfg.data, cfg.image_size, cfg.n_train, cfg.seed, strict=self.strict)   # broken files: skipped before step 1
         self.total = self.total_steps(cfg, len(self.ds), cfg.batch_size * cfg.grad_accum * acc.num_processes)
         self.latents = None
         if cache and self.ds.folder is None:   # the encoder is frozen: encode every training image once
@@ -158,11 +158,11 @@ class CODATask(Task):
 
 # %% ../../nbs/api/76_train_coda.ipynb #b771d4de
 def train(cfg: CODATrainConfig, resume: bool|str = False, tokenizer: CODATokenizer|None = None, allow_config_change: bool = False,
-          callbacks=()) -> dict:
-    "Train a CODA tokenizer on the shared loop; run under `accelerate launch` / `torchrun` for several processes."
-    task = CODATask(tokenizer)
+          callbacks=(), strict: bool = False) -> dict:
+    "Train a CODA tokenizer on the shared loop; an image folder's unreadable files are skipped and listed in `skipped_files` (`strict`: refused)."
+    task = CODATask(tokenizer, strict)
     r = fit(task, cfg, resume=resume, allow_config_change=allow_config_change, callbacks=callbacks)
-    return r | dict(tokenizer=task.tok, ema=r['parts']['tokenizer'].ema, cached_latents=task.cache)
+    return r | dict(tokenizer=task.tok, ema=r['parts']['tokenizer'].ema, cached_latents=task.cache, skipped_files=task.ds.skipped)
 
 def export_tokenizer(result: dict, folder, use_ema: bool = True) -> Path:
     "Save the trained tokenizer (EMA weights when there are some) with `save_pretrained`."
@@ -175,16 +175,19 @@ def export_tokenizer(result: dict, folder, use_ema: bool = True) -> Path:
     return tok.save_pretrained(folder)
 
 def train_from_cli(preset: str, overrides: list, data=None, vae_path=None, out='runs/train', resume=False,
-                   allow_config_change=False, progress=True) -> list:
+                   allow_config_change=False, progress=True, strict=False) -> dict:
     "`coda train`: the config from the preset and `key=value` words, training, the exported tokenizer; says what was written and whether a signal stopped it."
     kw = dict(split_overrides(overrides))
     kw |= {k: v for k, v in dict(data=data, vae_path=vae_path, out=out).items() if exists(v)}
     if not progress: kw['progress'] = False
     cfg = CODATrainConfig.from_preset(preset, **kw)
-    r = train(cfg, resume=resume, allow_config_change=allow_config_change)
+    r = train(cfg, resume=resume, allow_config_change=allow_config_change, strict=strict)
     out, acc = Path(cfg.out), r['accelerator']
     written = [out/'log.jsonl', out/'summary.json', out/'train_config.json']
+    if r['skipped_files'] and acc.is_main_process:
+        save_json(dict(data=cfg.data, n_skipped=len(r['skipped_files']), skipped_files=r['skipped_files']), out/'skipped_files.json')
+        written.append(out/'skipped_files.json')
     if cfg.ckpt_every or r['interrupted']: written.insert(0, out/'checkpoints')
     if not r['interrupted'] and acc.is_main_process: written.insert(0, export_tokenizer(r, out/'tokenizer'))
     acc.wait_for_everyone()
-    return dict(written=written if acc.is_main_process else [], interrupted=r['interrupted'])
+    return dict(written=written if acc.is_main_process else [], interrupted=r['interrupted'], skipped_files=r['skipped_files'])
