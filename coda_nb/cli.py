@@ -15,7 +15,7 @@ from .weights import MissingWeightsError
 # %% auto #0
 __all__ = ['COMMANDS', 'USER_ERRORS', 'train_alias', 'eval_alias', 'tokenize_alias', 'decode_alias', 'demo_alias',
            'train_vae_alias', 'build_parser', 'cmd_train', 'cmd_eval', 'cmd_tokenize', 'cmd_decode', 'cmd_demo',
-           'cmd_train_vae', 'cmd_presets', 'main', 'run']
+           'cmd_train_vae', 'cmd_presets', 'cmd_sample', 'cmd_fid', 'main', 'run']
 
 # %% ../nbs/api/80_cli.ipynb #9e70ebb5
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter): pass
@@ -39,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser('coda', description='Discrete tokenizers on frozen continuous VAEs (CODA): train, evaluate, tokenize, decode.',
                                 formatter_class=_Formatter)
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
-    t = sub.add_parser('train', help='train a tokenizer (under accelerate launch / torchrun for several processes)', formatter_class=_Formatter)
-    t.add_argument('--preset', default='coda-taef2-tiny', help=f'one of: {", ".join(list_presets("tokenizer"))}')
+    t = sub.add_parser('train', help='train a tokenizer or a generator (under accelerate launch / torchrun for several processes)', formatter_class=_Formatter)
+    t.add_argument('--preset', default='coda-taef2-tiny', help=f'a tokenizer ({", ".join(list_presets("tokenizer"))}) or a generator ({", ".join(list_presets("generator"))})')
+    t.add_argument('--tokens', default=None, help='generators: the token folder to train on (written by coda tokenize)')
     t.add_argument('--data', default=None, help="an image folder, 'photos' or 'fashion-mnist' (default: the preset's)")
     t.add_argument('--vae-path', default=None, help="the VAE's weights (folder or file); default: found by coda_nb.weights")
     t.add_argument('--size', type=int, default=None, help="training image size in pixels (default: the preset's; same as image_size=)")
@@ -83,6 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument('--seed', type=int, default=0, help='seed'); _common(v, 'runs/small-kl')
     s = sub.add_parser('presets', help='list the presets, or show one', formatter_class=_Formatter)
     s.add_argument('--show', default=None, help='print this preset (model and training parts) as JSON')
+    g = sub.add_parser('sample', help='images from a trained MaskGIT, decoded by its tokenizer: samples.npz + grid.png', formatter_class=_Formatter)
+    g.add_argument('--model', required=True, help='a MaskGIT folder (written by coda train --preset maskgit-...)')
+    g.add_argument('--tokenizer', required=True, help='the tokenizer that made its training tokens')
+    g.add_argument('--n', type=int, default=100, help='number of images')
+    g.add_argument('--labels', default='balanced', help="'balanced' (each class in turn), 'random', or one class id")
+    g.add_argument('--steps', type=int, default=12, help='decoding steps')
+    g.add_argument('--schedule', default='cosine', help="masked-count schedule: 'cosine', 'arccos', 'linear' or 'autonat-t8' (AutoNAT-L's searched 8 steps)")
+    g.add_argument('--guidance', type=float, default=0.0, help='w of cond + w (cond - uncond); 0: no guidance')
+    g.add_argument('--ramp', default='constant', help="guidance over the steps: 'constant', 'linear' or 'power-cosine'")
+    g.add_argument('--temperature', type=float, default=1.0, help='sampling temperature')
+    g.add_argument('--gumbel', type=float, default=4.5, help='Gumbel temperature of the confidence (times 1 - t)')
+    g.add_argument('--seed', type=int, default=0, help='seed: the same seed gives the same images')
+    g.add_argument('--batch-size', type=int, default=100, help='images per batch')
+    _common(g, 'runs/samples')
+    f = sub.add_parser('fid', help='gFID of samples against reference statistics (or real images)', formatter_class=_Formatter)
+    f.add_argument('--samples', required=True, help='a samples.npz written by coda sample')
+    f.add_argument('--ref', default=None, help='reference statistics .npz (mu, sigma, n)')
+    f.add_argument('--real', default=None, help="or real images: an image folder, 'photos' or 'fashion-mnist'")
+    f.add_argument('--split', default='test', help="split of --real 'photos' / 'fashion-mnist'")
+    f.add_argument('--size', type=int, default=None, help='size of the --real images (default: the samples\' size)')
+    f.add_argument('--limit', type=int, default=None, help='first N real images (default: as many as samples)')
+    f.add_argument('--save-ref', default=None, help='also save the --real statistics to this .npz')
+    _common(f, 'runs/fid')
     return p
 
 # %% ../nbs/api/80_cli.ipynb #95239612
@@ -105,6 +129,13 @@ def _say_skipped(a, skipped, where):
               + describe_skipped({s["file"]: s["error"] for s in skipped}))
 
 def cmd_train(a) -> list:
+    from coda_nb.config import get_preset
+    if get_preset(a.preset).family == 'generator':
+        from coda_nb.training.maskgit import train_maskgit_from_cli
+        r = train_maskgit_from_cli(a.preset, a.overrides, tokens=a.tokens, out=a.out, resume=a.resume or a.resume_from or False,
+                                   allow_config_change=a.allow_config_change, progress=not a.no_progress)
+        if r['interrupted']: a._rc = 130
+        return r['written']
     from coda_nb.training.coda import train_from_cli
     if paths := [w for w in a.overrides if '=' not in w and Path(w).exists()]:
         raise ConfigError(f'{paths[0]} is not a key=value override; to resume from a checkpoint, write --resume-from {paths[0]}')
@@ -186,8 +217,47 @@ def cmd_presets(a) -> list:
         for n in list_presets(fam): print(f'{fam:10s} {n:20s} {get_preset(n, fam).description}')
     return []
 
+def cmd_sample(a) -> list:
+    import torch
+    from coda_nb.generators.schedules import SamplingSchedule, AUTONAT_L_T8
+    from coda_nb.generators.sampler import Sampler, save_samples
+    from coda_nb.eval.generation import sample_images, balanced_labels
+    model, tok = _load_tokenizer(a.model), _load_tokenizer(a.tokenizer)
+    L, C = model.L, max(model.num_classes, 1)
+    if a.schedule == 'autonat-t8': sched = SamplingSchedule.table(L, **AUTONAT_L_T8)
+    else: sched = SamplingSchedule.make(L, a.steps, a.schedule, a.temperature, a.gumbel, a.guidance, a.ramp)
+    if a.labels == 'balanced': labels = balanced_labels(a.n, C)
+    elif a.labels == 'random': labels = torch.randint(0, C, (a.n,), generator=torch.Generator().manual_seed(a.seed))
+    elif a.labels.isdigit() and int(a.labels) < C: labels = torch.full((a.n,), int(a.labels))
+    else: raise ConfigError(f"--labels must be 'balanced', 'random' or a class id below {C}, got {a.labels!r}")
+    imgs = sample_images(Sampler(model, sched), tok, labels, a.batch_size, a.seed, progress=not a.no_progress)
+    out = Path(a.out); files = save_samples(imgs, labels, out, nrow=min(10, a.n))
+    save_json(dict(vars(a) | dict(_argv=None), masked=sched.masked, guidance_per_step=sched.guidance, labels_protocol=a.labels), out/'sample_config.json')
+    return files + [out/'sample_config.json']
+
+def cmd_fid(a) -> list:
+    import numpy as np
+    from coda_nb.eval.generation import image_stats, gfid, load_stats, save_stats
+    from coda_nb.eval.metrics import InceptionFeatures
+    if not Path(a.samples).is_file(): raise FileNotFoundError(f'{a.samples}: no such samples file (write one with coda sample)')
+    with np.load(a.samples, allow_pickle=False) as z: images = z['images']
+    inc = InceptionFeatures()
+    if exists(a.ref): ref, what = load_stats(a.ref), str(a.ref)
+    elif exists(a.real):
+        import torch
+        from coda_nb.data.datasets import get_dataset
+        ds = get_dataset(a.real, default(a.size, images.shape[1]), default(a.limit, len(images)), a.split)
+        ref = image_stats(torch.stack([ds[i] if torch.is_tensor(ds[i]) else ds[i][0] for i in range(len(ds))]), inc)
+        what = f'{_data_name(a.real)} {a.split}, first {len(ds)}, {default(a.size, images.shape[1])} px'
+        if a.save_ref: save_stats(ref, a.save_ref, data=what)
+    else: raise ConfigError('give --ref STATS.npz or --real DATA')
+    r = gfid(image_stats(images, inc), ref, samples=str(a.samples), reference=what, images='uint8 (samples.npz)')
+    out = Path(a.out); save_json(r, out/'fid.json')
+    print(f"gFID {r['fid']:.2f} ({r['n_samples']} samples vs {r['n_reference']} reference images; {what})")
+    return [out/'fid.json'] + ([Path(a.save_ref)] if exists(a.real) and a.save_ref else [])
+
 COMMANDS = {'train': cmd_train, 'eval': cmd_eval, 'tokenize': cmd_tokenize, 'decode': cmd_decode, 'demo': cmd_demo,
-            'train-vae': cmd_train_vae, 'presets': cmd_presets}
+            'train-vae': cmd_train_vae, 'presets': cmd_presets, 'sample': cmd_sample, 'fid': cmd_fid}
 
 # %% ../nbs/api/80_cli.ipynb #1818a005
 USER_ERRORS = (ConfigError, MissingWeightsError, FileNotFoundError, ValueError, TypeError, KeyError)

@@ -29,7 +29,7 @@ def environment(threads: int) -> dict:
     import numpy, diffusers, accelerate, coda_nb
     return dict(torch_threads=threads, torch=torch.__version__, numpy=numpy.__version__, diffusers=diffusers.__version__,
                 accelerate=accelerate.__version__, coda_nb=coda_nb.__version__, python=platform.python_version(),
-                machine=platform.machine(), cpu_count=os.cpu_count())
+                machine=platform.machine(), cpu_count=os.cpu_count(), load_average=[round(x, 2) for x in os.getloadavg()])
 
 # %% ../nbs/tutorials/10_demo.ipynb #222342bd
 DEMO = dict(size=64, n_train=1024, n_eval=128, warmup_steps=1000, warmup_batch=32, joint_steps=300, joint_batch=8, seed=0, threads=1)

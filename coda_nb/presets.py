@@ -26,7 +26,7 @@ def _tiny_train(): return dict(_paper_train(16, 1), image_size=64, lpips=0.0, ga
 
 def _model(vae, V, scales, rank, targets, image_size, norm='rms'):
     return dict(vae=vae, image_size=image_size,
-                quantizer=dict(codebook_size=V, scales=list(scales), quantizer='attention', attn_dim=32, norm=norm, beta=0.05),
+                quantizer=dict(codebook_size=V, scales=list(scales), quantizer='attention', attn_dim=32, norm=norm, beta=0.05, tiled=True),
                 lora=dict(rank=rank, targets=list(targets), encoder=True, decoder=True))
 
 register_preset('tokenizer', 'coda-mar-16384', _model(dict(kind='mar-kl16'), 16384, MAR_SCALES, 32, MAR_LORA_TARGETS, 256),
@@ -40,3 +40,19 @@ register_preset('tokenizer', 'coda-taef2-tiny', _model(dict(kind='tae', variant=
                 _tiny_train(), 'CPU: CODA on TAEF2 (8x, 32 channels), V=1024, 64 px')
 register_preset('tokenizer', 'coda-small-kl-tiny', _model(dict(kind='small-kl'), 512, (1, 2, 4, 8, 16), 4, ['conv1', 'conv2'], 64),
                 _tiny_train(), "CPU: CODA on the package's small KL-VAE (4x), V=512, 64 px")
+
+# %% ../nbs/api/50_presets.ipynb #2ef58488
+def _gen_model(dim, depth, heads, skip=True, dropout=0.1):
+    return dict(dim=dim, depth=depth, heads=heads, mlp_ratio=4, skip=skip, dropout=dropout)
+
+def _gen_train(**kw):
+    return dict(dict(batch_size=256, grad_accum=1, lr=4e-4, betas=(0.99, 0.99), weight_decay=0.03, schedule='constant',
+                     warmup_steps=5000, ema=True, ema_decay=0.9999, mixed_precision='bf16', steps=500_000, mask_schedule='beta',
+                     label_smoothing=0.1, class_dropout=0.15, clip_grad=None), **kw)
+
+register_preset('generator', 'maskgit-l', _gen_model(768, 24, 8), _gen_train(), "the paper's MaskGIT-L (AutoNAT-L U-ViT)")
+register_preset('generator', 'maskgit-b', _gen_model(768, 12, 12), _gen_train(), 'a U-ViT-B: 768 wide, 12 blocks (6 in / 1 mid / 6 out)')
+register_preset('generator', 'maskgit-s', _gen_model(512, 8, 8), _gen_train(), 'a U-ViT-S: 512 wide, 8 blocks (4 in / 1 mid / 4 out)')
+register_preset('generator', 'maskgit-tiny', _gen_model(128, 4, 4, dropout=0.0),
+                _gen_train(batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999, mixed_precision='no', steps=2000),
+                'CPU: 128 wide, 4 blocks')

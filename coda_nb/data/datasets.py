@@ -31,7 +31,7 @@ class TrainImages(Dataset):
     def __init__(self, data: str, size: int, n: int = 1024, seed: int = 0, strict: bool = False):
         self.seed, self.folder = seed, None
         if data == 'photos': self.ds = PhotoCrops(size=size, n=n, split='train', seed=seed)
-        elif data == 'fashion-mnist': self.ds = FashionMNIST(split='train', size=size)
+        elif data == 'fashion-mnist': self.ds = FashionMNIST(split='train', size=size, n=n)   # the first n images
         else:
             self.ds = self.folder = ImageFolder(data, size=size, strict=strict)
             self.tfm = train_transform(size)

@@ -32,12 +32,14 @@ class Sampler:
         self.model, self.schedule, self.record = model, schedule, record
         self.forward_s = 0.0                        # time spent in the model's forward (the rest is the sampler's own)
 
-    def logits(self, tokens, mask, labels, w: float):
+    def logits(self, tokens, mask, labels, w: float, at=None):
+        "Guided logits (at the positions `at` only, when given): one batched forward of the conditional and unconditional rows."
         t0 = time.perf_counter()
-        if w == 0: out = self.model(tokens, mask, labels)
+        if w == 0: out = self.model(tokens, mask, labels, at=at)
         else:
             null = torch.full_like(labels, self.model.null_class)
-            c, u = self.model(torch.cat([tokens, tokens]), torch.cat([mask, mask]), torch.cat([labels, null])).float().chunk(2)
+            both = None if at is None else torch.cat([at, at])
+            c, u = self.model(torch.cat([tokens, tokens]), torch.cat([mask, mask]), torch.cat([labels, null]), at=both).float().chunk(2)
             out = c + w * (c - u)
         self.forward_s += time.perf_counter() - t0
         return out.float()
@@ -52,27 +54,33 @@ class Sampler:
         g = torch.Generator(device).manual_seed(seed)
         tokens = torch.zeros(B, L, m.D, device=device) if bits else torch.zeros(B, L, dtype=torch.long, device=device)
         mask, steps = torch.ones(B, L, dtype=torch.bool, device=device), []
+        last = torch.full((B, L), math.nan, device=device)                  # log p of each token when it was last sampled
         try:
             for k in range(s.steps):
-                logits = self.logits(tokens, mask, labels, s.guidance[k])
+                where = mask.nonzero(as_tuple=True)                         # only the masked positions are sampled
+                lg = self.logits(tokens, mask, labels, s.guidance[k], at=mask)
                 if bits:
-                    p = torch.sigmoid(logits / s.temperature[k])
+                    p = torch.sigmoid(lg / s.temperature[k])
                     new = torch.where(torch.rand(p.shape, generator=g, device=device) < p, 1.0, -1.0)
-                    logp = F.logsigmoid(logits * new).sum(-1)               # log p of the chosen bits, summed
+                    logp = F.logsigmoid(lg * new).sum(-1)                   # log p of the chosen bits, summed
                     scale = math.sqrt(m.D)
                 else:
-                    gum = _gumbel(logits.shape, g, device)
-                    new = (logits / s.temperature[k] + gum).argmax(-1)      # a sample of softmax(logits / T)
-                    logp = logits.log_softmax(-1).gather(-1, new[..., None])[..., 0]
+                    logp_all = lg.log_softmax(-1)
+                    cdf = (logp_all.exp() if s.temperature[k] == 1 else (lg / s.temperature[k]).softmax(-1)).cumsum_(-1)
+                    u = torch.rand(len(cdf), 1, generator=g, device=device) * cdf[:, -1:]
+                    new = torch.searchsorted(cdf, u).clamp_(max=cdf.shape[-1] - 1)[:, 0]   # a sample of softmax(logits / T)
+                    logp = logp_all.gather(-1, new[:, None])[:, 0]
                     scale = 1.0
-                conf = logp + scale * s.gumbel[k] * _gumbel(logp.shape, g, device)
-                conf = torch.where(mask, conf, torch.full_like(conf, math.inf))   # visible tokens are never re-masked
+                conf = torch.full((B, L), math.inf, device=device)         # visible tokens are never re-masked
+                conf[where] = logp + scale * s.gumbel[k] * _gumbel(logp.shape, g, device)
                 keep = s.masked[k]
                 new_mask = torch.zeros_like(mask)
                 if keep: new_mask.scatter_(1, conf.topk(keep, dim=1, largest=False).indices, True)
                 reveal = mask & ~new_mask
-                tokens = torch.where(reveal[..., None] if bits else reveal, new, tokens)
-                if self.record: steps.append(Step(new_mask.cpu(), reveal.cpu(), logp.cpu()))
+                cand = tokens.clone(); cand[where] = new
+                tokens = torch.where(reveal[..., None] if bits else reveal, cand, tokens)
+                last[where] = logp
+                if self.record: steps.append(Step(new_mask.cpu(), reveal.cpu(), last.cpu()))
                 mask = new_mask
         finally: m.train(was)
         return SampleOutput(tokens, labels, steps)

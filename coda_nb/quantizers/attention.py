@@ -9,6 +9,7 @@ from __future__ import annotations
 import math, torch, torch.nn as nn, torch.nn.functional as F
 from ..core import default
 from .search import LevelOutput, _fmap, _tokens, chunked_mean_probs, chunked_search, entropy_terms
+from .tiled import tiled_quantize
 
 
 # %% auto #0
@@ -28,32 +29,40 @@ class CodeAttention(nn.Module):
 class AttentionQuantizer(nn.Module):
     "CODA's attention-based quantizer: retrieve the code with the largest softmax attention, return its value projection."
     def __init__(self, dim, codebook_size, attn_dim=32, norm='rms', beta=0.05, entropy_temperature=0.01, entropy_eps=1e-5,
-                 token_chunk=1024, code_chunk=4096):
+                 token_chunk=1024, code_chunk=4096, tiled=True, train_chunks=None):
         super().__init__()
         self.dim, self.codebook_size, self.attn_dim, self.beta = dim, codebook_size, attn_dim, beta
         self.entropy_temperature, self.entropy_eps, self.chunks = entropy_temperature, entropy_eps, (token_chunk, code_chunk)
+        self.tiled, self.train_chunks = tiled, tuple(default(train_chunks, (None, None)))   # training path: tiled or materialising
         self.codebooks = nn.Embedding(codebook_size, dim)     # N(0, 1) init, as the authors
         self.attn = CodeAttention(dim, attn_dim, norm)
 
     def prepare(self):
-        "Keys and values of every code, `(K_VD, V_VC)`."
-        C = self.codebooks.weight
-        return self.attn.norm_k(self.attn.to_k(C)), self.attn.to_v(C)
+        "Keys and values of every code, `(K_VD, V_VC)`, with autocast off (fp32 for an fp32 codebook)."
+        with torch.autocast(self.codebooks.weight.device.type, enabled=False):
+            C = self.codebooks.weight
+            return self.attn.norm_k(self.attn.to_k(C)), self.attn.to_v(C)
 
     def indices_to_codes(self, idx, prepared=None): return default(prepared, self.prepare)[1][idx]
 
     def forward(self, f_BChw, prepared=None, compute_loss=True) -> LevelOutput:
         B, _, h, w = f_BChw.shape
-        k_VD, v_VC = default(prepared, self.prepare)
-        x_NC = _tokens(f_BChw.float())
-        q_ND = self.attn.norm_q(self.attn.to_q(x_NC))
-        if q_ND.requires_grad or k_VD.requires_grad or v_VC.requires_grad:
-            z_NC, idx_N, losses = self._forward_train(x_NC, q_ND, k_VD, v_VC, compute_loss)
-        else:
-            z_NC, idx_N, losses = self._forward_infer(x_NC, q_ND, k_VD, v_VC, compute_loss)
+        with torch.autocast(f_BChw.device.type, enabled=False):          # fp32 inside, whatever the caller's autocast
+            k_VD, v_VC = (t.float() for t in default(prepared, self.prepare))
+            x_NC = _tokens(f_BChw.float())
+            q_ND = self.attn.norm_q(self.attn.to_q(x_NC))
+            if q_ND.requires_grad or k_VD.requires_grad or v_VC.requires_grad:
+                path = self._forward_tiled if self.tiled else self._forward_train
+            else: path = self._forward_infer
+            z_NC, idx_N, losses = path(x_NC, q_ND, k_VD, v_VC, compute_loss)
         return LevelOutput(_fmap(z_NC, B, h, w), idx_N.view(B, h, w), *losses)
 
-    # ---------------- train only: materialises the N x V softmax, whose gradient the straight-through one-hot needs
+    # ---------------- train, tiled (default): a custom autograd Function, O(N + V) state, tiles recomputed in backward
+    def _forward_tiled(self, x, q, k, v, compute_loss):
+        return tiled_quantize(x, q, k, v, self.beta, math.sqrt(self.attn_dim), self.entropy_temperature, self.entropy_eps,
+                              compute_loss, *self.train_chunks)
+
+    # ---------------- train, tiled=False: materialises the N x V softmax, whose gradient the straight-through one-hot needs
     def _forward_train(self, x, q, k, v, compute_loss):
         logits = q @ k.t() / math.sqrt(self.attn_dim)
         soft = logits.softmax(-1)
@@ -76,3 +85,5 @@ class AttentionQuantizer(nn.Module):
         avg = chunked_mean_probs(q, k, s.lse, T, **kw)
         sample, avg_ent = s.sample_entropy.mean(), -(avg * torch.log(avg + self.entropy_eps)).sum()
         return z, s.indices, (loss, sample, avg_ent, sample - avg_ent)
+
+    def extra_repr(self): return f'dim={self.dim}, codebook_size={self.codebook_size}, attn_dim={self.attn_dim}, tiled={self.tiled}'

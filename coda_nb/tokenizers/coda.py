@@ -24,7 +24,7 @@ from .coda_official import official_parts
 __all__ = ['TokenizerEncoding', 'TokenizerOutput', 'build_quantizer', 'CODATokenizer', 'build_tokenizer']
 
 # %% ../../nbs/api/52_coda_tokenizer.ipynb #ef4b7aec
-_ATTENTION_ONLY = ('attn_dim', 'norm', 'entropy_temperature', 'entropy_eps')
+_ATTENTION_ONLY = ('attn_dim', 'norm', 'entropy_temperature', 'entropy_eps', 'tiled', 'train_chunks')
 
 def build_quantizer(dim: int, cfg: dict) -> MultiScaleResidualQuantizer:
     "The multi-scale quantizer of a tokenizer config (attention-only keys are dropped for `quantizer='vq'`)."

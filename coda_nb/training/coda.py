@@ -36,7 +36,7 @@ class CODATrainConfig(TrainerConfig):
     data: str = 'photos'                 # an image folder, 'photos' or 'fashion-mnist'
     vae_path: str|None = None
     image_size: int = 256
-    n_train: int = 1024                  # crops for data='photos'
+    n_train: int = 1024                  # training images: crops for 'photos', the first n of 'fashion-mnist'
     lr: float = 5e-4                     # LoRA
     codebook_lr: float|None = None       # quantizer (default: lr)
     disc_lr: float = 5e-4

@@ -1,0 +1,80 @@
+"""MaskGIT sampling and training throughput of the generator presets on this CPU (random weights: speed, not quality).
+
+    .venv/bin/python benchmarks/bench_sampling.py [--threads 1] [--steps 8] [--batch 4]
+
+For each preset, in its own subprocess, over CODA's MAR token layout (10 levels, 680 tokens, V = 16384, 1000 classes):
+  * sampling: `Sampler.sample` with an 8-step cosine schedule and guidance (one batched forward of 2B rows per step);
+    images/s counts token sequences (the tokenizer's decoder is not included), and the share of the time spent outside
+    the transformer's forward is `1 - Sampler.forward_s / total` (target: at most 20 %);
+  * training: forward + backward + AdamW step on batches of masked sequences (masked-token cross-entropy), tokens/s.
+The first sampling call and the first training step are warm-ups and are not timed. `maskgit-l` and `maskgit-b` use
+batch 1 for sampling and training (a CPU minute per image). Results go to benchmarks/results/sampling.json.
+"""
+import argparse, json, os, platform, subprocess, sys, time
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parent/'results'/'sampling.json'
+PRESETS = ['maskgit-tiny', 'maskgit-s', 'maskgit-b', 'maskgit-l']
+MAR = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+
+
+def worker(preset, steps, batch, threads):
+    import torch
+    torch.set_num_threads(threads)
+    from coda_nb.tokenizers.protocol import TokenSpec
+    from coda_nb.generators.maskgit import build_maskgit
+    from coda_nb.generators.schedules import SamplingSchedule, random_mask
+    from coda_nb.generators.sampler import Sampler
+    import torch.nn.functional as F
+    if preset in ('maskgit-b', 'maskgit-l'): batch = 1
+    spec = TokenSpec('index', [(s, s) for s in MAR], codebook_size=16384)
+    model = build_maskgit(preset, spec, num_classes=1000).eval()
+    params = sum(p.numel() for p in model.parameters())
+    smp = Sampler(model, SamplingSchedule.make(model.L, steps, 'cosine', guidance=2.0))
+    labels = torch.arange(batch)
+    smp.sample(labels, seed=0)                                    # warm-up
+    smp.forward_s = 0.0
+    t = time.perf_counter(); smp.sample(labels, seed=1); total = time.perf_counter() - t
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 16384, (batch, model.L), generator=g)
+    def train_step():
+        mask = random_mask(batch, model.L, 'beta', g)
+        loss = F.cross_entropy(model(x, mask, labels)[mask], x[mask], label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    train_step()
+    t = time.perf_counter(); n_train = 2
+    for _ in range(n_train): train_step()
+    train_s = (time.perf_counter() - t) / n_train
+    return dict(preset=preset, params=params, tokens=model.L, batch=batch, steps=steps, sample_s=total,
+                images_per_s=batch / total, forward_s=smp.forward_s, outside_forward_share=1 - smp.forward_s / total,
+                train_step_s=train_s, train_tokens_per_s=batch * model.L / train_s)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--threads', type=int, default=1); p.add_argument('--steps', type=int, default=8)
+    p.add_argument('--batch', type=int, default=4); p.add_argument('--presets', nargs='*', default=PRESETS)
+    p.add_argument('--worker', default=None, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.worker:
+        print(json.dumps(worker(a.worker, a.steps, a.batch, a.threads))); return
+    import torch
+    res = dict(command='python benchmarks/bench_sampling.py ' + ' '.join(sys.argv[1:]), threads=a.threads, torch=torch.__version__,
+               machine=platform.machine(), cpu_count=os.cpu_count(), loadavg_start=os.getloadavg(), tokens='CODA MAR layout, 680 tokens, V=16384',
+               guidance='w=2, batched cond+uncond', configs={})
+    for preset in a.presets:
+        env = os.environ | dict(OMP_NUM_THREADS=str(a.threads))
+        r = subprocess.run([sys.executable, __file__, '--worker', preset, '--threads', str(a.threads), '--steps', str(a.steps),
+                            '--batch', str(a.batch)], capture_output=True, text=True, env=env)
+        if r.returncode: raise SystemExit(f'{preset} failed:\n{r.stderr[-2000:]}')
+        res['configs'][preset] = c = json.loads(r.stdout.strip().splitlines()[-1]) | dict(loadavg=os.getloadavg())
+        print(f"{preset:13s} {c['params'] / 1e6:7.1f} M  sample {c['images_per_s']:.3f} img/s (batch {c['batch']}, {c['steps']} steps), "
+              f"outside forward {100 * c['outside_forward_share']:.1f} %, train {c['train_tokens_per_s']:,.0f} tokens/s", flush=True)
+    res['loadavg_end'] = os.getloadavg()
+    OUT.parent.mkdir(parents=True, exist_ok=True); OUT.write_text(json.dumps(res, indent=2))
+
+
+if __name__ == '__main__':
+    main()
