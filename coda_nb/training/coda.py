@@ -166,13 +166,9 @@ def train(cfg: CODATrainConfig, resume: bool|str = False, tokenizer: CODATokeniz
 
 def export_tokenizer(result: dict, folder, use_ema: bool = True) -> Path:
     "Save the trained tokenizer (EMA weights when there are some) with `save_pretrained`."
-    tok = result['tokenizer']
-    if use_ema and exists(result.get('ema')):
-        backup = {k: v.clone() for k, v in tok.trainable_state().items()}
-        result['ema'].copy_to(tok)
-        try: return tok.save_pretrained(folder)
-        finally: tok.load_state_dict(backup, strict=False)
-    return tok.save_pretrained(folder)
+    tok, ema = result['tokenizer'], result.get('ema')
+    if not (use_ema and exists(ema)): return tok.save_pretrained(folder)
+    with ema.swapped_into(tok): return tok.save_pretrained(folder)
 
 def train_from_cli(preset: str, overrides: list, data=None, vae_path=None, out='runs/train', resume=False,
                    allow_config_change=False, progress=True, strict=False) -> dict:

@@ -6,6 +6,7 @@ Docs: https://coda-nb.github.io/coda_nb/api/ema.html.md"""
 
 # %% ../../nbs/api/72_ema.ipynb #00f2927a
 from __future__ import annotations
+from contextlib import contextmanager
 from typing import Callable
 import torch
 from torch import nn
@@ -42,6 +43,17 @@ class EMA:
         "Write the averaged weights into `module`."
         for n, p in module.named_parameters():
             if n in self.shadow: p.copy_(self.shadow[n])
+
+    @contextmanager
+    def swapped_into(self, module: nn.Module):
+        "Inside the block `module` holds the averaged weights (to save or evaluate them); afterwards its own again."
+        backup = {n: p.detach().clone() for n, p in module.named_parameters() if n in self.shadow}
+        self.copy_to(module)
+        try: yield module
+        finally:
+            with torch.no_grad():
+                for n, p in module.named_parameters():
+                    if n in backup: p.copy_(backup[n])
 
     def state_dict(self) -> dict:
         "The shadow tensors by parameter name."

@@ -17,13 +17,14 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 from ..core import exists, default, seed_everything, atomic_write, save_json, cpu_only, derive_seed, end_distributed
+from ..pretrained import weights_digest
 from ..data.sampler import train_loader
 from .schedules import lr_factor
 from .ema import EMA
 from .checkpoint import save_checkpoint, load_checkpoint, find_checkpoint, check_config, ckpt_name, write_text_atomic
 
 # %% auto #0
-__all__ = ['TrainerConfig', 'Part', 'StepContext', 'Task', 'Callback', 'state_digest', 'resume_command', 'Trainer', 'fit']
+__all__ = ['state_digest', 'TrainerConfig', 'Part', 'StepContext', 'Task', 'Callback', 'resume_command', 'Trainer', 'fit']
 
 # %% ../../nbs/api/75_trainer.ipynb #d307ab35
 @dataclass
@@ -122,11 +123,7 @@ class Callback:
     def on_train_end(self, trainer, summary: dict): pass
 
 # %% ../../nbs/api/75_trainer.ipynb #50f8ac7f
-def state_digest(sd: dict) -> str:
-    "SHA-256 (16 hex) of tensors in sorted key order: each key, then its fp32 bytes."
-    h = hashlib.sha256()
-    for k in sorted(sd): h.update(k.encode()); h.update(sd[k].detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
+state_digest = weights_digest    # SHA-256 (16 hex) of tensors in sorted key order: each key, then its fp32 bytes
 
 def resume_command(argv: list[str]|None = None) -> str:
     "The command line that started this process with `--resume` added, or `fit(..., resume=True)` for a Python caller."

@@ -130,12 +130,8 @@ def train_maskgit(cfg: MaskGITTrainConfig, resume: bool|str = False, model: Mask
 def export_maskgit(result: dict, folder, use_ema: bool = True):
     "Save the trained MaskGIT (EMA weights when there are some) with `save_pretrained`."
     m, ema = result['model'], result.get('ema')
-    if use_ema and exists(ema):
-        backup = {k: v.detach().clone() for k, v in m.state_dict().items()}
-        ema.copy_to(m)
-        try: return m.save_pretrained(folder)
-        finally: m.load_state_dict(backup)
-    return m.save_pretrained(folder)
+    if not (use_ema and exists(ema)): return m.save_pretrained(folder)
+    with ema.swapped_into(m): return m.save_pretrained(folder)
 
 # %% ../../nbs/api/77_train_maskgit.ipynb #bfa986ef
 def train_maskgit_from_cli(preset: str, overrides: list, tokens=None, out='runs/maskgit', resume=False, allow_config_change=False,
