@@ -7,6 +7,7 @@ Docs: https://coda-nb.github.io/coda_nb/api/cli.html.md"""
 # %% ../nbs/api/80_cli.ipynb #85fd07bf
 from __future__ import annotations
 import argparse, json, os, sys
+from functools import partial
 from pathlib import Path
 from .core import exists, default, cpu_only, save_json, atomic_write, end_distributed
 from .config import ConfigError, list_presets
@@ -137,6 +138,9 @@ def cmd_train(a) -> list:
         if r['interrupted']: a._rc = 130
         return r['written']
     from coda_nb.training.coda import train_from_cli
+    if get_preset(a.preset).model.get('method') == 'latentbit':
+        from coda_nb.training.latentbit import LatentBitTrainConfig, train_latentbit
+        train_from_cli = partial(train_from_cli, config_cls=LatentBitTrainConfig, train_fn=train_latentbit)
     if paths := [w for w in a.overrides if '=' not in w and Path(w).exists()]:
         raise ConfigError(f'{paths[0]} is not a key=value override; to resume from a checkpoint, write --resume-from {paths[0]}')
     # --resume (the newest checkpoint) wins over --resume-from: the resume line printed after an interruption appends it

@@ -11,7 +11,7 @@ from .vae.ldm import MAR_LORA_TARGETS
 from .vae.autoencoder_kl import FLUX_LORA_TARGETS
 
 # %% auto #0
-__all__ = ['MAR_SCALES', 'FLUX_SCALES']
+__all__ = ['MAR_SCALES', 'FLUX_SCALES', 'T1_SCALES', 'T1_ROWS']
 
 # %% ../nbs/api/50_presets.ipynb #441cf725
 MAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)    # 680 tokens per 256 px image (16x)
@@ -40,6 +40,10 @@ register_preset('tokenizer', 'coda-taef2-tiny', _model(dict(kind='tae', variant=
                 _tiny_train(), 'CPU: CODA on TAEF2 (8x, 32 channels), V=1024, 64 px')
 register_preset('tokenizer', 'coda-small-kl-tiny', _model(dict(kind='small-kl'), 512, (1, 2, 4, 8, 16), 4, ['conv1', 'conv2'], 64),
                 _tiny_train(), "CPU: CODA on the package's small KL-VAE (4x), V=512, 64 px")
+# the MaskGIT demo's tokenizer: Fashion-MNIST at its own scale (28 px -> 32 px), 30 tokens of 8 bits
+register_preset('tokenizer', 'coda-taef2-fm32', _model(dict(kind='tae', variant='taef2'), 256, (1, 2, 3, 4), 4, ['conv.'], 32),
+                dict(_tiny_train(), image_size=32, steps=1500, batch_size=64, lr=1e-2),
+                'CPU: CODA on TAEF2 for 32 px Fashion-MNIST, V=256, 4 levels (the MaskGIT demo)')
 
 # %% ../nbs/api/50_presets.ipynb #2ef58488
 def _gen_model(dim, depth, heads, skip=True, dropout=0.1):
@@ -56,3 +60,46 @@ register_preset('generator', 'maskgit-s', _gen_model(512, 8, 8), _gen_train(), '
 register_preset('generator', 'maskgit-tiny', _gen_model(128, 4, 4, dropout=0.0),
                 _gen_train(batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999, mixed_precision='no', steps=2000),
                 'CPU: 128 wide, 4 blocks')
+
+# %% ../nbs/api/50_presets.ipynb #07236aa8
+def _lb_model(vae, bits, dim, depth, heads, image_size, frames=1, patch=(1, 1, 1), spherical=False):
+    return dict(method='latentbit', vae=vae, image_size=image_size, frames=frames, patch=list(patch), bits=bits,
+                dim=dim, depth=depth, heads=heads, mlp_ratio=4,
+                quantizer=dict(spherical=spherical, commitment_weight=0.25, entropy_weight=0.0))
+
+def _lb_train(**kw):
+    return dict(dict(image_size=256, batch_size=32, grad_accum=1, lr=1e-4, betas=(0.9, 0.99), weight_decay=1e-4, schedule='cosine',
+                     warmup_steps=5000, steps=500_000, clip_grad=1.0, l1=0.0, l2=1.0, lpips=0.1, latent_l2=0.0, ema=True,
+                     ema_decay=0.999, seed=42), **kw)
+
+_WAN = dict(kind='wan')
+for D in (14, 32, 36):
+    register_preset('tokenizer', f'latentbit-{D}', _lb_model(_WAN, D, 384, 8, 6, 256), _lb_train(),
+                    f'LatentBit over WAN 2.1 (8x, 16 channels), D={D} ({D / 64:.4g} bpp), the ~28M ViT')
+    register_preset('tokenizer', f'latentbit-l-{D}', _lb_model(_WAN, D, 1024, 12, 16, 256), _lb_train(),
+                    f'LatentBit-L over WAN 2.1, D={D} ({D / 64:.4g} bpp), the ~300M ViT')
+register_preset('tokenizer', 'latentbit-video-36', _lb_model(_WAN, 36, 384, 8, 6, 128, frames=17), _lb_train(image_size=128, batch_size=8),
+                'LatentBit video tokenizer over WAN 2.1 (4x8x8), D=36, 17-frame 128 px clips')
+register_preset('tokenizer', 'latentbit-taef2-tiny', _lb_model(dict(kind='tae', variant='taef2'), 14, 64, 2, 4, 64),
+                _lb_train(image_size=64, batch_size=16, lr=1e-3, warmup_steps=20, steps=300, lpips=0.0, l1=0.2, ema=False, seed=0),
+                'CPU: LatentBit on TAEF2 (8x, 32 channels), D=14, 64 px')
+
+# %% ../nbs/api/50_presets.ipynb #5318e11d
+T1_SCALES = (1, 2, 3, 4)   # TAEF2 at 32 px: a 4x4x32 latent, 30 tokens per crop
+T1_ROWS = dict(vq='vector quant. (1 level, 4x4)', rq='+ residual quant. (nearest code, 4 levels)',
+               attn='+ attention-based quant.', lora='+ adapt VAE (LoRA rank 4, encoder + decoder)')
+
+def _t1_model(row: str, V: int = 1024) -> dict:
+    "The model part of one Table 1 row: the same TAEF2, scales and codebook size; only the ablated component differs."
+    m = _model(dict(kind='tae', variant='taef2'), V, T1_SCALES, 0, ['conv.'], 32)
+    if row in ('vq', 'rq'): m['quantizer'] = dict(codebook_size=V, scales=[4] if row == 'vq' else list(T1_SCALES), quantizer='vq', beta=0.25)
+    if row == 'lora': m['lora'] = dict(rank=4, targets=['conv.'], encoder=True, decoder=True)
+    return m
+
+# the paper's objective (L1 + L2 through the decoder + quantization + 0.05 x entropy; no LPIPS: no VGG16 weights offline)
+_T1_TRAIN = dict(_tiny_train(), image_size=32, n_train=1024, steps=200, batch_size=16, lr=1e-3, ema=False, entropy_weight=0.05,
+                 eval_every=20, eval_n=128, ckpt_every=0, log_every=10)
+for _row, _what in T1_ROWS.items():
+    register_preset('tokenizer', f'coda-taef2-t1-{_row}', _t1_model(_row), _T1_TRAIN,
+                    f'CPU Table 1 study (nbs/paper/coda/55_table1_study), {_what}: TAEF2, 32 px, V=1024, the paper objective, 200 steps x 16')
+

@@ -61,6 +61,12 @@ WEIGHTS = {
                             'kl16.safetensors: the MAR KL-16 VAE state dict in LDM key layout (312 tensors)', True),
     'flux-vae': WeightsSpec(_DIFFUSERS, 'CODA_FLUX_VAE_PATH', 'https://huggingface.co/black-forest-labs/FLUX.1-dev/tree/main/vae',
                             'a diffusers AutoencoderKL folder with config.json and diffusion_pytorch_model.safetensors', False),
+    'wan2.1-vae': WeightsSpec(_DIFFUSERS, 'CODA_WAN_VAE_PATH',
+                              'https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B-Diffusers/tree/main/vae (the diffusers folder); or one '
+                              'file, passed as path=FILE: Wan2.1_VAE.pth from https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B/tree/main '
+                              'or wan_2.1_vae.safetensors from https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files/vae',
+                              'a diffusers AutoencoderKLWan folder with config.json and diffusion_pytorch_model.safetensors '
+                              '(or a single file in the original Wan 2.1 key layout, given as path)', False),
     'diffusers-vae': WeightsSpec(_DIFFUSERS, None, 'the model author (any diffusers AutoencoderKL `vae/` folder)',
                                  'a diffusers AutoencoderKL folder with config.json and diffusion_pytorch_model.safetensors', False),
     'small-kl': WeightsSpec(_DIFFUSERS, 'CODA_SMALL_KL_PATH', '`coda train-vae --out FOLDER` (the package trains it on photo crops)',

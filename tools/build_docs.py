@@ -10,7 +10,7 @@
    subfolders (`api/`, `paper/coda/`, ...) give pages at the mirrored paths (`api/core.html`), as Quarto writes them.
    Saved ipywidgets outputs (only a widget id) become a visible note pointing at Jupyter and at the static figure.
 3. Every page gets the same header and sidebar: index first, then the top-level notebooks, then one section per
-   folder (`SECTION_TITLES`: API, Paper: CODA, Tutorials), in nbdev's order.
+   folder (`SECTION_TITLES`: API, Paper: CODA, Paper: LatentBit, Tutorials), in nbdev's order.
 4. TeX (`$...$`, `$$...$$`, `\\(...\\)`, `\\[...\\]`) is typeset in the browser by KaTeX, copied into the site
    (`katex/`): no CDN, the site works offline. KaTeX comes from npm, pinned (`KATEX_VERSION`), into
    `.cache/docs-js` (`KATEX_INSTALL`, which `make docs` runs); `--katex DIR` points at another KaTeX `dist` folder.
@@ -43,7 +43,7 @@ KATEX_DIST = KATEX_PREFIX/'node_modules'/'katex'/'dist'
 KATEX_INSTALL = f'npm install --prefix .cache/docs-js --no-save --no-audit --no-fund --loglevel=error katex@{KATEX_VERSION}'
 KATEX_FILES = ['katex.min.js', 'katex.min.css', 'contrib/auto-render.min.js', 'fonts']
 # Sidebar section titles by folder (relative to nbs/); other folders get their names, title-cased, joined by ': '.
-SECTION_TITLES = {'api': 'API', 'paper': 'Paper', 'paper/coda': 'Paper: CODA', 'tutorials': 'Tutorials'}
+SECTION_TITLES = {'api': 'API', 'paper': 'Paper', 'paper/coda': 'Paper: CODA', 'paper/latentbit': 'Paper: LatentBit', 'tutorials': 'Tutorials'}
 WIDGET_MIME = 'application/vnd.jupyter.widget-view+json'
 WIDGET_NOTE = ('<div class="widget-fallback" role="note"><strong>Interactive widget:</strong> open this notebook in '
                'Jupyter (<code>make lab</code>) to use it; the static figure below shows the same view.</div>')

@@ -7,7 +7,7 @@ Docs: https://coda-nb.github.io/coda_nb/api/data.html.md"""
 # %% auto #0
 __all__ = ['ImageFolder', 'open_rgb', 'to_tensor', 'image_grid', 'center_crop_arr', 'PhotoCrops', 'photo_batch', 'load_photos',
            'FashionMNIST', 'get_dataset', 'TrainImages', 'tokenize_folder', 'read_shards', 'decode_shards',
-           'read_manifest', 'StepSampler', 'train_loader']
+           'read_manifest', 'StepSampler', 'train_loader', 'photo_clip', 'moving_pattern', 'VideoClips', 'frame_strip']
 
 # %% ../../nbs/api/49_data.ipynb #37022820
 from .images import ImageFolder, open_rgb, to_tensor, image_grid, center_crop_arr
@@ -16,5 +16,6 @@ from .fashion_mnist import FashionMNIST
 from .datasets import get_dataset, TrainImages
 from .tokens import tokenize_folder, read_shards, decode_shards, read_manifest
 from .sampler import StepSampler, train_loader
+from .video import photo_clip, moving_pattern, VideoClips, frame_strip
 
-_all_ = ['ImageFolder', 'open_rgb', 'to_tensor', 'image_grid', 'center_crop_arr', 'PhotoCrops', 'photo_batch', 'load_photos', 'FashionMNIST', 'get_dataset', 'TrainImages', 'tokenize_folder', 'read_shards', 'decode_shards', 'read_manifest', 'StepSampler', 'train_loader']
+_all_ = ['ImageFolder', 'open_rgb', 'to_tensor', 'image_grid', 'center_crop_arr', 'PhotoCrops', 'photo_batch', 'load_photos', 'FashionMNIST', 'get_dataset', 'TrainImages', 'tokenize_folder', 'read_shards', 'decode_shards', 'read_manifest', 'StepSampler', 'train_loader', 'photo_clip', 'moving_pattern', 'VideoClips', 'frame_strip']

@@ -32,6 +32,10 @@ def index_dtype(codebook_size: int) -> torch.dtype:
     "Storage type of the indices: int16 when every index fits (V <= 32767), else int32."
     return torch.int16 if codebook_size <= 32767 else torch.int32
 
+def _storage_dtype(spec) -> torch.dtype:
+    "int16/int32 for codebook indices, uint8 (0/1) for bits."
+    return index_dtype(spec.codebook_size) if spec.kind == 'index' else torch.uint8
+
 def shard_name(k: int) -> str: return f'shard-{k:05d}.safetensors'
 def level_key(l: int) -> str: return f'level_{l:02d}'
 
@@ -66,13 +70,12 @@ def make_manifest(tokenizer, n_images: int, image_size: int|None, shard_size: in
     if exists(spec.image_size) and image_size != spec.image_size:
         raise ValueError(f'the images are {image_size} px but the tokenizer is built for {spec.image_size} px: '
                          f'pass --size {spec.image_size} (or leave --size out)')
-    if spec.kind != 'index': raise ValueError(f'token files hold codebook indices; this tokenizer makes {spec.kind!r} tokens')
-    V, L = spec.codebook_size, spec.num_levels
+    V, L = spec.codebook_size, spec.num_levels       # V is None for bit tokens (stored as 0/1 uint8, last dim = bits)
     shards = [dict(file=shard_name(k), start=s, count=min(shard_size, n_images - s))
               for k, s in enumerate(range(0, n_images, shard_size))]
     return dict(format=FORMAT, **fingerprint(tokenizer), tokenizer_config=strip_paths(getattr(tokenizer, 'config', {})),
                 token_spec=spec.to_dict(), scales=[list(s) for s in spec.levels], levels=L, codebook_size=V,
-                dtype=str(index_dtype(V)).removeprefix('torch.'), tokens_per_image=spec.tokens_per_image,
+                dtype=str(_storage_dtype(spec)).removeprefix('torch.'), tokens_per_image=spec.tokens_per_image, bits=spec.bits,
                 image_size=image_size, latent_size=image_size // spec.downsample, data=data,
                 n_images=n_images, shard_size=shard_size, n_shards=len(shards), shards=shards,
                 keys=[level_key(l) for l in range(L)] + ['labels'])   | (
@@ -122,7 +125,12 @@ def load_shard(tok_dir, k: int, manifest: dict|None = None) -> Shard:
     for l, s in enumerate(m['scales']):
         key = level_key(l)
         if key not in t: raise ValueError(f'{f}: no tensor {key}')
-        x = t[key]
+        x, D = t[key], m.get('bits')
+        if exists(D):                                   # bit tokens: 0/1 uint8, N x h x w x D
+            if x.dtype != torch.uint8 or tuple(x.shape) != (n, *s, D):
+                raise ValueError(f'{f}, {key}: expected 0/1 uint8 bits of shape {(n, *s, D)}, got {x.dtype} {tuple(x.shape)}')
+            if x.numel() and x.max() > 1: raise ValueError(f'{f}, {key}: bit values outside {{0, 1}} (found {x.max().item()}); the file was altered')
+            indices.append(x.bool()); continue
         if x.is_floating_point() or tuple(x.shape) != (n, *s):
             raise ValueError(f'{f}, {key}: expected integer indices of shape {(n, *s)}, got {x.dtype} {tuple(x.shape)}')
         if x.numel() and (x.min() < 0 or x.max() >= V):
@@ -167,7 +175,7 @@ def tokenize_folder(tokenizer, dataset, out_dir, shard_size: int = 1024, batch_s
     todo = [k for k in mine if k not in done][:max_shards]
     for k in todo:   # debris of a killed writer (atomic_write's temporary files)
         for t in out.glob(f'.{shard_name(k)}.*.tmp'): t.unlink(missing_ok=True)
-    device, dtype, was_training = next(tokenizer.parameters()).device, index_dtype(m['codebook_size']), tokenizer.training
+    device, dtype, was_training = next(tokenizer.parameters()).device, _storage_dtype(tokenizer.token_spec), tokenizer.training
     tokenizer.eval()
     pbar = tqdm(total=sum(m['shards'][k]['count'] for k in todo), desc=f'tokenize (rank {rank})', unit='img', disable=not progress)
     try:
@@ -208,7 +216,9 @@ def read_shards(tok_dir, allow_partial: bool = False) -> Tokens:
     shards, seen = [], {}
     for k, s in iter_shards(tok_dir, allow_partial=allow_partial):
         _check_ids(s.ids, k, seen, tok_dir); shards.append(s)
-    if not shards: return Tokens([torch.zeros(0, *s, dtype=torch.long) for s in m['scales']], torch.zeros(0, dtype=torch.long), [], m)
+    if not shards:
+        empty = [torch.zeros(0, *s, m['bits'], dtype=torch.bool) if m.get('bits') else torch.zeros(0, *s, dtype=torch.long) for s in m['scales']]
+        return Tokens(empty, torch.zeros(0, dtype=torch.long), [], m)
     return Tokens([torch.cat([s.indices[l] for s in shards]) for l in range(m['levels'])],
                   torch.cat([s.labels for s in shards]), sum((s.ids for s in shards), []), m)
 

@@ -1,4 +1,4 @@
-"""gFID: streaming Inception statistics of generated images against reference statistics saved as `.npz` (mu, sigma, n), with the protocol stated in every result; and the two references a small run is judged against: unigram token samples (a floor) and tokenizer reconstructions (a ceiling).
+"""gFID: streaming Inception statistics of generated images against reference statistics saved as `.npz` (mu, sigma, n), with the protocol stated in every result; the two references a small run is judged against: unigram token samples (a floor) and tokenizer reconstructions (a ceiling); and the masked-token likelihood in bits per token, which compares index and bitwise heads.
 
 Docs: https://coda-nb.github.io/coda_nb/api/generation.html.md"""
 
@@ -14,7 +14,7 @@ from ..core import exists, default, atomic_write
 from .metrics import FeatureStats, InceptionFeatures, frechet_distance
 
 # %% auto #0
-__all__ = ['image_stats', 'save_stats', 'load_stats', 'gfid', 'unigram_tokens', 'balanced_labels', 'sample_images']
+__all__ = ['image_stats', 'save_stats', 'load_stats', 'gfid', 'unigram_tokens', 'balanced_labels', 'sample_images', 'masked_nll']
 
 # %% ../../nbs/api/62_generation.ipynb #a724cc17
 def image_stats(images, inception=None, batch_size: int = 64, progress: bool = False) -> FeatureStats:
@@ -74,3 +74,25 @@ def sample_images(sampler, tokenizer, labels, batch_size: int = 100, seed: int =
     for k, i in enumerate(tqdm(range(0, len(labels), batch_size), desc='sample', disable=not progress)):
         out.append(decode_samples(tokenizer, sampler.sample(labels[i:i + batch_size], seed=seed + k).tokens))
     return torch.cat(out)
+
+# %% ../../nbs/api/62_generation.ipynb #c7687cee
+@torch.no_grad()
+def masked_nll(model, seq, labels=None, schedule: str = 'cosine', seed: int = 0, batch_size: int = 256, masks_per_seq: int = 1) -> dict:
+    "Bits per hidden token of `model` on sequences `seq` (B x L indices or B x L x D ±1 bits) under fixed random masks."
+    from coda_nb.generators.schedules import random_mask
+    import torch.nn.functional as F
+    was, dev = model.training, next(model.parameters()).device
+    model.eval()
+    g, total, count = torch.Generator().manual_seed(seed), 0.0, 0
+    try:
+        for _ in range(masks_per_seq):
+            for i in range(0, len(seq), batch_size):
+                s = seq[i:i + batch_size].to(dev)
+                y = None if labels is None else torch.as_tensor(labels[i:i + batch_size]).to(dev)
+                mask = random_mask(len(s), s.shape[1], schedule, generator=g).to(dev)
+                logits = model(s, mask, y, at=mask).float()
+                if model.spec.kind == 'index': nats = F.cross_entropy(logits, s[mask], reduction='sum')
+                else: nats = F.binary_cross_entropy_with_logits(logits, (s[mask] > 0).float(), reduction='sum')
+                total += float(nats); count += int(mask.sum())
+    finally: model.train(was)
+    return dict(bits_per_token=total / count / np.log(2), hidden_tokens=count, schedule=schedule, seed=seed)

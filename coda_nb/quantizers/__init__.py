@@ -1,4 +1,4 @@
-"""One small module per quantizer, lucidrains-style: VQ, the attention quantizer, multi-scale residual quantization, the chunked search and usage statistics.
+"""One small module per quantizer, lucidrains-style: VQ, the attention quantizer, multi-scale residual quantization, binary (LFQ / BSQ) quantization, the chunked search and usage statistics.
 
 Docs: https://coda-nb.github.io/coda_nb/api/quantizers.html.md"""
 
@@ -6,7 +6,9 @@ Docs: https://coda-nb.github.io/coda_nb/api/quantizers.html.md"""
 
 # %% auto #0
 __all__ = ['chunked_search', 'entropy_terms', 'VectorQuantizer', 'AttentionQuantizer', 'tiled_quantize', 'TiledCodeAttention',
-           'CodebookUsage', 'MultiScaleResidualQuantizer', 'MSQOutput']
+           'CodebookUsage', 'MultiScaleResidualQuantizer', 'MSQOutput', 'BinaryQuantizer', 'SignQuantizer',
+           'SphericalQuantizer', 'BinaryQuantizerOutput', 'BitUsage', 'bits_to_indices', 'indices_to_bits',
+           'codes_from_bits']
 
 # %% ../../nbs/api/39_quantizers.ipynb #a3a1edf4
 from .search import chunked_search, entropy_terms
@@ -15,5 +17,6 @@ from .attention import AttentionQuantizer
 from .tiled import tiled_quantize, TiledCodeAttention
 from .usage import CodebookUsage
 from .multiscale import MultiScaleResidualQuantizer, MSQOutput
+from .binary import BinaryQuantizer, SignQuantizer, SphericalQuantizer, BinaryQuantizerOutput, BitUsage, bits_to_indices, indices_to_bits, codes_from_bits
 
-_all_ = ['chunked_search', 'entropy_terms', 'VectorQuantizer', 'AttentionQuantizer', 'tiled_quantize', 'TiledCodeAttention', 'CodebookUsage', 'MultiScaleResidualQuantizer', 'MSQOutput']
+_all_ = ['chunked_search', 'entropy_terms', 'VectorQuantizer', 'AttentionQuantizer', 'tiled_quantize', 'TiledCodeAttention', 'CodebookUsage', 'MultiScaleResidualQuantizer', 'MSQOutput', 'BinaryQuantizer', 'SignQuantizer', 'SphericalQuantizer', 'BinaryQuantizerOutput', 'BitUsage', 'bits_to_indices', 'indices_to_bits', 'codes_from_bits']

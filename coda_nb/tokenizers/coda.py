@@ -16,7 +16,7 @@ from ..nn.lora import inject_lora, lora_layers, lora_parameters, count_trainable
 from ..vae.base import ContinuousVAE, BaseVAE
 from ..vae.load import load_vae, vae_spec, vae_from_spec
 from ..quantizers.multiscale import MultiScaleResidualQuantizer
-from .protocol import TokenSpec
+from .protocol import TokenSpec, check_pixels
 from .coda_official import official_parts
 
 
@@ -79,33 +79,14 @@ class CODATokenizer(PretrainedMixin, nn.Module):
 
     def check_images(self, x):
         "Refuse what would give a wrong answer: not a float tensor of this dtype, wrong shape or size, an empty batch, NaN/inf, outside [-1, 1]; warn on [0, 1]."
-        import warnings
-        if not torch.is_tensor(x):
-            raise TypeError(f'expected a float tensor of images B x 3 x H x W in [-1, 1], got a {type(x).__name__}'
-                            + (': use torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1 for uint8 B x H x W x 3' if type(x).__name__ == 'ndarray' else ''))
-        if not x.is_floating_point():
-            raise TypeError(f'expected a float tensor of images in [-1, 1], got {x.dtype}'
-                            + (': use x.float() / 127.5 - 1' if x.dtype == torch.uint8 else ''))
+        check_pixels(x, next(self.parameters()).dtype, ndims=None, shape_check=self._check_geometry)
+
+    def _check_geometry(self, x):
         self.vae.check_image(x)
-        if x.shape[0] == 0: raise ValueError(f'an empty batch (0 images, shape {tuple(x.shape)}): pass at least one image')
-        if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
+        if x.shape[0] and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
             raise ValueError(f'this tokenizer is built for {self.image_size}x{self.image_size} images (its finest scale '
                              f'{self.scales[-1]} x {self.downsample}), got {x.shape[-2]}x{x.shape[-1]}: resize or crop to '
                              f'{self.image_size} px, or build a tokenizer whose last scale is {x.shape[-1] // self.downsample}')
-        wdtype = next(self.parameters()).dtype
-        if x.dtype != wdtype:
-            raise TypeError(f'the images are {x.dtype} but this tokenizer computes in {wdtype}: pass x.to({wdtype}) '
-                            f'(under torch.autocast, keep the images in {wdtype}: autocast lowers the precision inside)')
-        if not (ok := torch.isfinite(x)).all():
-            bad = (~ok).flatten(1).any(1).nonzero().flatten().tolist()
-            raise ValueError(f'the input images contain {int(x.isnan().sum())} NaN and {int(x.isinf().sum())} inf value(s), in image(s) '
-                             f'{bad[:8]}{" ..." if len(bad) > 8 else ""} of the batch: the input is broken (how were the images loaded and normalised?)')
-        lo, hi = x.min().item(), x.max().item()
-        if lo < -1.5 or hi > 1.5:
-            raise ValueError(f'images must be in [-1, 1]; got values in [{lo:.3g}, {hi:.3g}] (uint8 or [0,255] input? use x/127.5-1)')
-        if lo >= 0 and hi <= 1 and x[0].numel() > 16:
-            warnings.warn(f'the images lie in [{lo:.3g}, {hi:.3g}], which looks like [0, 1]; this tokenizer expects [-1, 1]: '
-                          f'use x * 2 - 1 (ignore this if the images are simply bright)', stacklevel=3)
 
     @torch.no_grad()
     def encode_indices(self, x_B3HW) -> list:

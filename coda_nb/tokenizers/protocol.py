@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 import torch
 
 # %% auto #0
-__all__ = ['TokenSpec', 'Tokenizer', 'check_tokenizer']
+__all__ = ['TokenSpec', 'Tokenizer', 'check_tokenizer', 'check_pixels']
 
 # %% ../../nbs/api/51_protocol.ipynb #2bdce15d
 @dataclass(frozen=True)
@@ -63,3 +63,29 @@ def check_tokenizer(obj):
     missing = [m for m in ('encode_indices', 'decode_indices', 'token_spec', 'fingerprint') if not hasattr(obj, m)]
     if missing: raise TypeError(f'{type(obj).__name__} does not follow the tokenizer protocol: no {", ".join(missing)}')
     return obj
+
+# %% ../../nbs/api/51_protocol.ipynb #04eb9610
+def check_pixels(x, dtype, ndims=(4,), what: str = 'images B x 3 x H x W', shape_check=None, noun: str = 'images'):
+    "Refuse what would give a wrong answer: not a float tensor of `dtype`, wrong shape, an empty batch, NaN/inf, outside [-1, 1]; warn on [0, 1]."
+    import warnings
+    if not torch.is_tensor(x):
+        raise TypeError(f'expected a float tensor of {what} in [-1, 1], got a {type(x).__name__}'
+                        + (': use torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1 for uint8 B x H x W x 3' if type(x).__name__ == 'ndarray' else ''))
+    if not x.is_floating_point():
+        raise TypeError(f'expected a float tensor of {what} in [-1, 1], got {x.dtype}' + (': use x.float() / 127.5 - 1' if x.dtype == torch.uint8 else ''))
+    if ndims is not None and (x.ndim not in ndims or x.shape[1] != 3): raise ValueError(f'expected {what} in [-1, 1], got shape {tuple(x.shape)}')
+    if shape_check is not None: shape_check(x)
+    if x.shape[0] == 0: raise ValueError(f'an empty batch (0 {noun}, shape {tuple(x.shape)}): pass at least one')
+    if x.dtype != dtype:
+        raise TypeError(f'the {noun} are {x.dtype} but this tokenizer computes in {dtype}: pass x.to({dtype}) '
+                        f'(under torch.autocast, keep the {noun} in {dtype}: autocast lowers the precision inside)')
+    if not (ok := torch.isfinite(x)).all():
+        bad = (~ok).flatten(1).any(1).nonzero().flatten().tolist()
+        raise ValueError(f'the input {noun} contain {int(x.isnan().sum())} NaN and {int(x.isinf().sum())} inf value(s), in {noun[:-1]}(s) '
+                         f'{bad[:8]}{" ..." if len(bad) > 8 else ""} of the batch: the input is broken (how was it loaded and normalised?)')
+    lo, hi = x.min().item(), x.max().item()
+    if lo < -1.5 or hi > 1.5:
+        raise ValueError(f'{noun} must be in [-1, 1]; got values in [{lo:.3g}, {hi:.3g}] (uint8 or [0,255] input? use x/127.5-1)')
+    if lo >= 0 and hi <= 1 and x[0].numel() > 16:
+        warnings.warn(f'the {noun} lie in [{lo:.3g}, {hi:.3g}], which looks like [0, 1]; this tokenizer expects [-1, 1]: '
+                      f'use x * 2 - 1 (ignore this if the images are simply bright)', stacklevel=4)

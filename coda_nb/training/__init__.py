@@ -6,7 +6,8 @@ Docs: https://coda-nb.github.io/coda_nb/api/training.html.md"""
 
 # %% auto #0
 __all__ = ['TrainerConfig', 'Task', 'Part', 'Callback', 'fit', 'EMA', 'lr_factor', 'save_checkpoint', 'load_checkpoint',
-           'CODATrainConfig', 'CODATask', 'train', 'export_tokenizer']
+           'CODATrainConfig', 'CODATask', 'train', 'export_tokenizer', 'LatentBitTrainConfig', 'LatentBitTask',
+           'train_latentbit']
 
 # %% ../../nbs/api/79_training.ipynb #1e84c128
 from .loop import TrainerConfig, Task, Part, Callback, fit
@@ -14,5 +15,6 @@ from .ema import EMA
 from .schedules import lr_factor
 from .checkpoint import save_checkpoint, load_checkpoint
 from .coda import CODATrainConfig, CODATask, train, export_tokenizer
+from .latentbit import LatentBitTrainConfig, LatentBitTask, train_latentbit
 
-_all_ = ['TrainerConfig', 'Task', 'Part', 'Callback', 'fit', 'EMA', 'lr_factor', 'save_checkpoint', 'load_checkpoint', 'CODATrainConfig', 'CODATask', 'train', 'export_tokenizer']
+_all_ = ['TrainerConfig', 'Task', 'Part', 'Callback', 'fit', 'EMA', 'lr_factor', 'save_checkpoint', 'load_checkpoint', 'CODATrainConfig', 'CODATask', 'train', 'export_tokenizer', 'LatentBitTrainConfig', 'LatentBitTask', 'train_latentbit']

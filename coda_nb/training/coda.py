@@ -171,13 +171,13 @@ def export_tokenizer(result: dict, folder, use_ema: bool = True) -> Path:
     with ema.swapped_into(tok): return tok.save_pretrained(folder)
 
 def train_from_cli(preset: str, overrides: list, data=None, vae_path=None, out='runs/train', resume=False,
-                   allow_config_change=False, progress=True, strict=False) -> dict:
-    "`coda train`: the config from the preset and `key=value` words, training, the exported tokenizer; says what was written and whether a signal stopped it."
+                   allow_config_change=False, progress=True, strict=False, config_cls=None, train_fn=None) -> dict:
+    "`coda train`: the config from the preset and `key=value` words, training, the exported tokenizer; says what was written and whether a signal stopped it (`config_cls`/`train_fn`: another tokenizer's, e.g. LatentBit's)."
     kw = dict(split_overrides(overrides))
     kw |= {k: v for k, v in dict(data=data, vae_path=vae_path, out=out).items() if exists(v)}
     if not progress: kw['progress'] = False
-    cfg = CODATrainConfig.from_preset(preset, **kw)
-    r = train(cfg, resume=resume, allow_config_change=allow_config_change, strict=strict)
+    cfg = default(config_cls, CODATrainConfig).from_preset(preset, **kw)
+    r = default(train_fn, train)(cfg, resume=resume, allow_config_change=allow_config_change, strict=strict)
     out, acc = Path(cfg.out), r['accelerator']
     written = [out/'log.jsonl', out/'summary.json', out/'train_config.json']
     if r['skipped_files'] and acc.is_main_process:

@@ -31,6 +31,8 @@ class TokenSequences(Dataset):
         if len(seq) == 0: raise ValueError('no token sequences (an empty token folder?)')
         if seq.shape[1] != spec.tokens_per_image:
             raise ValueError(f'sequences of {seq.shape[1]} tokens do not match the token spec ({spec.tokens_per_image} per image)')
+        if spec.kind == 'bits' and (seq.ndim != 3 or seq.shape[2] != spec.bits or not seq.is_floating_point()):
+            raise ValueError(f'bit tokens must be ±1 floats N x L x {spec.bits}, got {seq.dtype} {tuple(seq.shape)}')
         self.seq, self.labels, self.spec, self.fingerprint = seq, torch.as_tensor(labels, dtype=torch.long), spec, fingerprint
     @classmethod
     def from_folder(cls, tok_dir) -> TokenSequences:
@@ -39,7 +41,9 @@ class TokenSequences(Dataset):
         m = t.manifest
         spec = TokenSpec.from_dict(m['token_spec']) if 'token_spec' in m else \
                TokenSpec('index', m['scales'], codebook_size=m['codebook_size'], image_size=m['image_size'])
-        return cls(flatten_tokens(t.indices), t.labels, spec, dict(config_hash=m['config_hash'], weights_digest=m['weights_digest']))
+        seq = flatten_tokens(t.indices)
+        if spec.kind == 'bits': seq = seq.float() * 2 - 1                  # stored 0/1, fed to the model as ±1
+        return cls(seq, t.labels, spec, dict(config_hash=m['config_hash'], weights_digest=m['weights_digest']))
     @property
     def num_classes(self) -> int: return int(self.labels.max()) + 1 if len(self.labels) and self.labels.min() >= 0 else 0
     def __len__(self): return len(self.seq)

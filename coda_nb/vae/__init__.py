@@ -8,7 +8,9 @@ Docs: https://coda-nb.github.io/coda_nb/api/vae.html.md"""
 __all__ = ['ContinuousVAE', 'BaseVAE', 'Posterior', 'DiffusersVAE', 'build_autoencoder_kl', 'load_diffusers_vae',
            'FLUX_VAE_CONFIG', 'FLUX_LORA_TARGETS', 'load_mar_kl16', 'from_ldm_state_dict', 'mar_kl16_config',
            'MAR_LORA_TARGETS', 'TAE', 'TAEVAE', 'load_tae', 'load_small_kl', 'train_small_kl', 'small_kl_config',
-           'load_vae', 'vae_spec', 'vae_from_spec']
+           'VideoVAE', 'FramewiseVAE', 'WanVAE', 'load_wan', 'wan_vae', 'build_wan', 'wan_config',
+           'wan_original_state_dict', 'read_wan_file', 'WAN21_VAE_CONFIG', 'WAN21_LATENTS_MEAN', 'WAN21_LATENTS_STD',
+           'WAN_TINY_CONFIG', 'load_vae', 'load_framewise', 'vae_spec', 'vae_from_spec']
 
 # %% ../../nbs/api/29_vae.ipynb #8874b606
 from .base import ContinuousVAE, BaseVAE, Posterior
@@ -16,6 +18,8 @@ from .autoencoder_kl import DiffusersVAE, build_autoencoder_kl, load_diffusers_v
 from .ldm import load_mar_kl16, from_ldm_state_dict, mar_kl16_config, MAR_LORA_TARGETS
 from .tae import TAE, TAEVAE, load_tae
 from .small_kl import load_small_kl, train_small_kl, small_kl_config
-from .load import load_vae, vae_spec, vae_from_spec
+from .video import VideoVAE, FramewiseVAE
+from .wan import WanVAE, load_wan, wan_vae, build_wan, wan_config, wan_original_state_dict, read_wan_file, WAN21_VAE_CONFIG, WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, WAN_TINY_CONFIG
+from .load import load_vae, load_framewise, vae_spec, vae_from_spec
 
-_all_ = ['ContinuousVAE', 'BaseVAE', 'Posterior', 'DiffusersVAE', 'build_autoencoder_kl', 'load_diffusers_vae', 'FLUX_VAE_CONFIG', 'FLUX_LORA_TARGETS', 'load_mar_kl16', 'from_ldm_state_dict', 'mar_kl16_config', 'MAR_LORA_TARGETS', 'TAE', 'TAEVAE', 'load_tae', 'load_small_kl', 'train_small_kl', 'small_kl_config', 'load_vae', 'vae_spec', 'vae_from_spec']
+_all_ = ['ContinuousVAE', 'BaseVAE', 'Posterior', 'DiffusersVAE', 'build_autoencoder_kl', 'load_diffusers_vae', 'FLUX_VAE_CONFIG', 'FLUX_LORA_TARGETS', 'load_mar_kl16', 'from_ldm_state_dict', 'mar_kl16_config', 'MAR_LORA_TARGETS', 'TAE', 'TAEVAE', 'load_tae', 'load_small_kl', 'train_small_kl', 'small_kl_config', 'VideoVAE', 'FramewiseVAE', 'WanVAE', 'load_wan', 'wan_vae', 'build_wan', 'wan_config', 'wan_original_state_dict', 'read_wan_file', 'WAN21_VAE_CONFIG', 'WAN21_LATENTS_MEAN', 'WAN21_LATENTS_STD', 'WAN_TINY_CONFIG', 'load_vae', 'load_framewise', 'vae_spec', 'vae_from_spec']

@@ -12,21 +12,36 @@ from .autoencoder_kl import DiffusersVAE, load_diffusers_vae
 from .tae import TAEVAE, TAE, load_tae
 from .ldm import load_mar_kl16
 from .small_kl import load_small_kl
+from .video import VideoVAE, FramewiseVAE
+from .wan import WanVAE, load_wan
 
 
 # %% auto #0
-__all__ = ['load_vae', 'vae_spec', 'vae_from_spec']
+__all__ = ['load_framewise', 'load_vae', 'vae_spec', 'vae_from_spec']
 
 # %% ../../nbs/api/25_vae_load.ipynb #9a85a5d9
-def load_vae(kind: str, path=None, **kw) -> ContinuousVAE:
-    "Load a continuous VAE: `kind` in 'diffusers', 'mar-kl16', 'tae', 'small-kl' (see the loaders for `kw`)."
-    loaders = {'diffusers': load_diffusers_vae, 'mar-kl16': load_mar_kl16, 'tae': load_tae, 'small-kl': load_small_kl}
+def load_framewise(path=None, vae: str|dict = 'tae', chunk: int|None = None, **kw) -> FramewiseVAE:
+    "An image VAE run frame by frame: `vae` is its kind (loaded from `path` with `kw`) or its whole `config` dict."
+    inner = load_vae(**vae) if isinstance(vae, dict) else load_vae(vae, path, **kw)
+    return FramewiseVAE(inner, chunk)
+
+def load_vae(kind: str, path=None, **kw) -> ContinuousVAE|VideoVAE:
+    "Load a VAE: `kind` in 'diffusers', 'mar-kl16', 'tae', 'small-kl' (images), 'wan', 'framewise' (videos); see the loaders for `kw`."
+    loaders = {'diffusers': load_diffusers_vae, 'mar-kl16': load_mar_kl16, 'tae': load_tae, 'small-kl': load_small_kl,
+               'wan': load_wan, 'framewise': load_framewise}
     if kind not in loaders: raise ValueError(f'unknown VAE kind {kind!r}; expected one of {list(loaders)}')
     return loaders[kind](path, **kw)
 
 # %% ../../nbs/api/25_vae_load.ipynb #39f5c080
-def vae_spec(vae: ContinuousVAE) -> dict:
+def vae_spec(vae: ContinuousVAE|VideoVAE) -> dict:
     "JSON-able description of `vae`'s architecture and latent scaling (its weights are not included)."
+    if isinstance(vae, VideoVAE):
+        spec = dict(source=vae.config, downsample=vae.downsample, temporal_downsample=vae.temporal_downsample,
+                    latent_channels=vae.latent_channels, default_lora_targets=list(vae.default_lora_targets), pad=vae.pad)
+        if isinstance(vae, WanVAE):
+            return spec | dict(arch='wan', clamp=vae.clamp, config={k: v for k, v in dict(vae.model.config).items() if not k.startswith('_')})
+        if isinstance(vae, FramewiseVAE): return spec | dict(arch='framewise', vae=vae_spec(vae.vae), chunk=vae.chunk)
+        raise TypeError(f'vae_spec: unsupported video VAE type {type(vae).__name__}')
     spec = dict(source=vae.config, scale=vae.scale, shift=vae.shift, downsample=vae.downsample,
                 latent_channels=vae.latent_channels, default_lora_targets=list(vae.default_lora_targets))
     if isinstance(vae, DiffusersVAE):
@@ -35,9 +50,14 @@ def vae_spec(vae: ContinuousVAE) -> dict:
         return spec | dict(arch='tae', pool=vae.model.encoder[-2].pool is not None)
     raise TypeError(f'vae_spec: unsupported VAE type {type(vae).__name__}')
 
-def vae_from_spec(spec: dict) -> ContinuousVAE:
+def vae_from_spec(spec: dict) -> ContinuousVAE|VideoVAE:
     "An uninitialised (meta-device) VAE with the architecture of `spec`; load weights into it with `load_checked`."
+    if spec.get('arch') == 'framewise': return FramewiseVAE(vae_from_spec(spec['vae']), spec.get('chunk'))
     with torch.device('meta'):
+        if spec['arch'] == 'wan':
+            from diffusers import AutoencoderKLWan
+            return WanVAE(AutoencoderKLWan.from_config(spec['config']), spec['source'], spec.get('pad'), spec.get('clamp', True),
+                          spec['default_lora_targets'])
         if spec['arch'] == 'autoencoder_kl':
             from diffusers import AutoencoderKL
             return DiffusersVAE(AutoencoderKL.from_config(spec['config']), spec['source'], spec['scale'], spec['shift'],
