@@ -176,8 +176,8 @@ def train_from_cli(preset: str, overrides: list, data=None, vae_path=None, out='
     kw = dict(split_overrides(overrides))
     kw |= {k: v for k, v in dict(data=data, vae_path=vae_path, out=out).items() if exists(v)}
     if not progress: kw['progress'] = False
-    cfg = default(config_cls, CODATrainConfig).from_preset(preset, **kw)
-    r = default(train_fn, train)(cfg, resume=resume, allow_config_change=allow_config_change, strict=strict)
+    cfg = (config_cls or CODATrainConfig).from_preset(preset, **kw)
+    r = (train_fn or train)(cfg, resume=resume, allow_config_change=allow_config_change, strict=strict)
     out, acc = Path(cfg.out), r['accelerator']
     written = [out/'log.jsonl', out/'summary.json', out/'train_config.json']
     if r['skipped_files'] and acc.is_main_process:
