@@ -3,6 +3,7 @@
 codebook lr sweeps, the entropy term's batch-mean part, decoder sensitivity).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/table1_study.py [--budget full|reduced] [--out PATH]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/table1_study.py --tuned     # then: every row at its own best codebook lr
 
 Rows are the presets `coda-taef2-t1-{vq,rq,attn,lora}` (`coda_nb.presets`): TAEF2, 32 px photo crops, the same data,
 init seed, steps, batch and objective (L1 + L2 through the frozen TAEF2 decoder, quantization loss, entropy term; no
@@ -278,9 +279,61 @@ def main(budget='full', out=None, log=print):
     return res
 
 
+def best_codebook_lr(R, row, V0, s0=0, last=3):
+    "The codebook lr (the main row's or a swept one) with the lowest final *training* pixel loss (mean of the last `last` logs)."
+    cands = {R['runs'][f'{row}/V{V0}/s{s0}']['config']['codebook_lr'] or R['runs'][f'{row}/V{V0}/s{s0}']['config']['lr']:
+             R['runs'][f'{row}/V{V0}/s{s0}']}
+    cands |= {r['config']['codebook_lr']: r for k, r in R['runs'].items() if k.startswith(f'{row}-codebook_lr=')}
+    score = {lr: sum(l['rec'] for l in r['train_log'][-last:]) / last for lr, r in cands.items()}
+    return min(score, key=score.get), score
+
+
+def tuned(src=None, out=None, log=print, rows=None):
+    """Stage 7, a second command: every row again at its own best codebook lr (chosen on the training pixel loss of the
+    full run's sweep, never on held-out crops), same seeds, steps and batch; final metrics on the same held-out crops."""
+    import torch
+    torch.set_num_threads(1)
+    from coda_nb.weights import find_weights
+    from coda_nb.data.photos import PhotoCrops
+    from coda_nb.eval.reconstruction import evaluate
+    src = Path(src or OUT/'table1_study.json'); R = json.loads(src.read_text())
+    B = R['budget']; V0 = B['sizes'][0]
+    out = Path(out or OUT/'table1_study_tuned.json')
+    vae_path = find_weights('taef2', required=True)
+    held = PhotoCrops(size=B['size'], n=B['n_eval'], split='test', seed=0)
+    t_all = time.time(); tmp = Path(tempfile.mkdtemp(prefix='t1tuned-'))
+    choice = {row: best_codebook_lr(R, row, V0) for row in ('vq', 'rq', 'attn')}
+    choice['attn-e0'] = choice['attn']
+    res = dict(meta=dict(command=' '.join([Path(sys.executable).name, *sys.argv]) if __name__ == '__main__' else 'table1_study.tuned()',
+                         threads=torch.get_num_threads(), omp_num_threads=os.environ.get('OMP_NUM_THREADS'), torch=torch.__version__,
+                         loadavg_start=os.getloadavg(), started=time.strftime('%Y-%m-%d %H:%M:%S'), source=str(src.name)),
+               choice={r: dict(codebook_lr=c[0], train_rec_by_lr={str(k): v for k, v in c[1].items()}) for r, c in choice.items()}, runs={})
+    # first the quantizer-only control (issue 12's explanation 1): the same rows at lr 1e-3 without the pixel loss
+    plan = rows or ([(V0, r, True) for r in ('rq', 'attn')] + [(V0, r, False) for r in ('vq', 'rq', 'attn', 'attn-e0')]
+                    + [(B['sizes'][-1], r, False) for r in ('rq', 'attn')])
+    for V, row, warmup in plan:
+        for seed in B['seeds']:
+            base = row.removesuffix('-e0'); kw = dict(entropy_weight=0.0) if row.endswith('-e0') else {}
+            if warmup: kw['latent_only'] = True
+            lr = 1e-3 if warmup else choice[row][0]
+            tok, rec = train_row(base, V, seed, B, vae_path, tmp/f'{row}_{V}_{seed}', codebook_lr=lr, **kw)
+            rec['row'] = row; rec['final'] = evaluate(tok, held, batch_size=64, fid=False, progress=False)
+            name = f'{row}-latent_only' if warmup else row
+            res['runs'][f'{name}/V{V}/s{seed}'] = rec
+            log(f"tuned {name}/V{V}/s{seed} (codebook lr {lr:g}): PSNR {rec['final']['psnr']:.2f}  qerr {rec['final']['quant_error']:.4f}  "
+                f"util {rec['final']['utilization']:.1f}%  ({time.time() - t_all:.0f} s)")
+        res['meta'] |= dict(loadavg_end=os.getloadavg(), finished=time.strftime('%Y-%m-%d %H:%M:%S'), total_s=time.time() - t_all)
+        out.write_text(json.dumps(res, indent=1, default=float))
+    shutil.rmtree(tmp, ignore_errors=True)
+    log(f'wrote {out} in {time.time() - t_all:.0f} s')
+    return res
+
+
 if __name__ == '__main__':
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--budget', default='full', choices=list(BUDGETS))
+    ap.add_argument('--tuned', action='store_true', help="stage 7: every row at its best codebook lr (needs the full run's JSON)")
     ap.add_argument('--out', default=None)
     a = ap.parse_args()
-    main(a.budget, a.out, log=lambda s: print(s, flush=True))
+    if a.tuned: tuned(out=a.out, log=lambda s: print(s, flush=True))
+    else: main(a.budget, a.out, log=lambda s: print(s, flush=True))
