@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from ..core import exists, default, save_json
-from ..config import get_preset, apply_overrides, split_overrides
+from ..config import split_overrides
 from ..nn.lora import lora_layers
 from ..nn.discriminators import DinoDiscriminator, PatchGANDiscriminator
 from ..tokenizers.coda import build_tokenizer, CODATokenizer
@@ -64,11 +64,7 @@ class CODATrainConfig(TrainerConfig):
     vgg_path: str|None = None
     dino_path: str|None = None
 
-    @classmethod
-    def from_preset(cls, preset: str, **overrides) -> CODATrainConfig:
-        "The preset's training part, then `overrides` (type-checked; unknown keys raise `ConfigError`)."
-        t = {k: v for k, v in get_preset(preset, 'tokenizer').train.items() if k in {f.name for f in dataclasses.fields(cls)}}
-        return apply_overrides(cls(**(t | dict(preset=preset))), overrides, 'coda train')
+    preset_method = 'coda'
 
 TrainConfig = CODATrainConfig   # the name before the shared trainer
 

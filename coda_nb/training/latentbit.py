@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from tqdm.auto import tqdm
 from ..core import exists, default, save_json
-from ..config import get_preset, apply_overrides, split_overrides
 from ..tokenizers.latentbit import LatentBitTokenizer, build_latentbit
 from ..data.datasets import TrainImages
 from ..data.photos import PhotoCrops
@@ -46,13 +45,7 @@ class LatentBitTrainConfig(TrainerConfig):
     eval_n: int = 64
     vgg_path: str|None = None
 
-    @classmethod
-    def from_preset(cls, preset: str, **overrides) -> LatentBitTrainConfig:
-        "The preset's training part, then `overrides` (type-checked; unknown keys raise `ConfigError`)."
-        p = get_preset(preset, 'tokenizer')
-        if p.model.get('method') != 'latentbit': raise ValueError(f'{preset!r} is not a LatentBit preset')
-        t = {k: v for k, v in p.train.items() if k in {f.name for f in dataclasses.fields(cls)}}
-        return apply_overrides(cls(**(t | dict(preset=preset))), overrides, 'coda train')
+    preset_method = 'latentbit'                # `from_preset` (the shared one) refuses other presets
 
 # %% ../../nbs/api/78_train_latentbit.ipynb #ff65efb8
 class LatentBitTask(Task):

@@ -8,7 +8,7 @@ Docs: https://coda-nb.github.io/coda_nb/api/trainer.html.md"""
 from __future__ import annotations
 import atexit, gc, hashlib, json, math, os, shlex, signal, sys, threading, time
 from contextlib import nullcontext, ExitStack
-from dataclasses import dataclass, asdict
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import Any, Callable
 import torch
@@ -16,6 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+from ..config import get_preset, apply_overrides
 from ..core import exists, default, seed_everything, atomic_write, save_json, cpu_only, derive_seed, end_distributed
 from ..pretrained import weights_digest
 from ..data.sampler import train_loader
@@ -52,6 +53,22 @@ class TrainerConfig:
     seed: int = 42
     stop_after: int|None = None          # leave after this many steps (time-limited jobs); resume continues
     progress: bool = True
+
+    # which presets `from_preset` reads (unannotated: class attributes, not options): the registry family, the
+    # model part's `method` (a CODA preset has none: 'coda'), and the command named in override errors
+    preset_family = 'tokenizer'
+    preset_method = None
+    command = 'coda train'
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides):
+        "The preset's training part (the keys this config has), then `overrides` (type-checked; unknown keys raise `ConfigError`)."
+        p = get_preset(preset, cls.preset_family)
+        method = p.model.get('method', 'coda') if cls.preset_family == 'tokenizer' else None
+        if cls.preset_method and method != cls.preset_method:
+            raise ValueError(f'{preset!r} is a {method} preset, not a {cls.preset_method} one: {cls.__name__} trains {cls.preset_method} tokenizers')
+        t = {k: v for k, v in p.train.items() if k in {f.name for f in fields(cls)}}
+        return apply_overrides(cls(**(t | dict(preset=preset))), overrides, cls.command)
 
 @dataclass
 class Part:

@@ -12,7 +12,6 @@ from pathlib import Path
 import torch, torch.nn.functional as F
 from torch.utils.data import Dataset
 from ..core import exists, default
-from ..config import get_preset, apply_overrides
 from ..data.tokens import read_shards
 from ..tokenizers.protocol import TokenSpec
 from ..generators.maskgit import MaskGIT, build_maskgit, flatten_tokens
@@ -76,10 +75,7 @@ class MaskGITTrainConfig(TrainerConfig):
     class_dropout: float = 0.15          # labels replaced by the null class, for classifier-free guidance
     num_classes: int|None = None         # default: from the token labels (0: unconditional)
 
-    @classmethod
-    def from_preset(cls, preset: str, **overrides) -> MaskGITTrainConfig:
-        t = {k: v for k, v in get_preset(preset, 'generator').train.items() if k in {f.name for f in dataclasses.fields(cls)}}
-        return apply_overrides(cls(**(t | dict(preset=preset))), overrides, 'coda train (maskgit)')
+    preset_family, command = 'generator', 'coda train (maskgit)'
 
 def masked_loss(model, logits, seq, mask, label_smoothing: float = 0.1):
     "Cross-entropy (index head) or binary cross-entropy (bitwise head, LatentBit eq. 4) on the masked tokens only."
