@@ -13,7 +13,7 @@ from .vae.autoencoder_kl import FLUX_LORA_TARGETS
 # %% auto #0
 __all__ = ['MAR_SCALES', 'FLUX_SCALES', 'T1_SCALES', 'T1_ROWS']
 
-# %% ../nbs/api/50_presets.ipynb #441cf725
+# %% ../nbs/api/50_presets.ipynb #312bb126
 MAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)    # 680 tokens per 256 px image (16x)
 FLUX_SCALES = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)  # 2240 tokens per 256 px image (8x)
 
@@ -25,7 +25,7 @@ def _paper_train(batch, accum):
 def _tiny_train(): return dict(_paper_train(16, 1), image_size=64, lpips=0.0, gan=None, lr=1e-3, epochs=None, steps=300, seed=0)
 
 def _model(vae, V, scales, rank, targets, image_size, norm='rms'):
-    return dict(vae=vae, image_size=image_size,
+    return dict(method='coda', vae=vae, image_size=image_size,
                 quantizer=dict(codebook_size=V, scales=list(scales), quantizer='attention', attn_dim=32, norm=norm, beta=0.05, tiled=True),
                 lora=dict(rank=rank, targets=list(targets), encoder=True, decoder=True))
 
@@ -45,9 +45,9 @@ register_preset('tokenizer', 'coda-taef2-fm32', _model(dict(kind='tae', variant=
                 dict(_tiny_train(), image_size=32, steps=1500, batch_size=64, lr=1e-2),
                 'CPU: CODA on TAEF2 for 32 px Fashion-MNIST, V=256, 4 levels (the MaskGIT demo)')
 
-# %% ../nbs/api/50_presets.ipynb #2ef58488
+# %% ../nbs/api/50_presets.ipynb #40ace140
 def _gen_model(dim, depth, heads, skip=True, dropout=0.1):
-    return dict(dim=dim, depth=depth, heads=heads, mlp_ratio=4, skip=skip, dropout=dropout)
+    return dict(method='maskgit', dim=dim, depth=depth, heads=heads, mlp_ratio=4, skip=skip, dropout=dropout)
 
 def _gen_train(**kw):
     return dict(dict(batch_size=256, grad_accum=1, lr=4e-4, betas=(0.99, 0.99), weight_decay=0.03, schedule='constant',
