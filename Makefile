@@ -2,14 +2,6 @@
 SHELL := /bin/bash
 VENV  ?= .venv
 BIN   := $(VENV)/bin
-SHARED ?= $(abspath ../shared)
-# Point the package at the shared TAEF2 weights and golden outputs when this checkout sits beside them.
-ifneq ($(wildcard $(SHARED)/weights/taef2/taef2_encoder.pth),)
-export CODA_TAEF2_PATH ?= $(SHARED)/weights/taef2
-endif
-ifneq ($(wildcard $(SHARED)),)
-export CODA_SHARED_DIR ?= $(SHARED)
-endif
 export TOKENIZERS_PARALLELISM := false
 KATEX_VERSION := $(shell sed -n "s/^KATEX_VERSION = '\(.*\)'/\1/p" tools/build_docs.py)
 

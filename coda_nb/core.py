@@ -1,4 +1,4 @@
-"""Small helpers every other module uses: `exists`/`default`, seeding, the shared folder, the device test, atomic writes.
+"""Small helpers every other module uses: `exists`/`default`, seeding, where the test data live, the device test, atomic writes.
 
 Docs: https://coda-nb.github.io/coda_nb/api/core.html.md"""
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['REPO_ROOT', 'exists', 'default', 'seed_everything', 'derive_seed', 'shared_dir', 'cache_dir', 'cpu_only',
+__all__ = ['REPO_ROOT', 'exists', 'default', 'seed_everything', 'derive_seed', 'golden_dir', 'cache_dir', 'cpu_only',
            'end_distributed', 'atomic_write', 'save_json', 'file_sha256']
 
 # %% ../nbs/api/00_core.ipynb #0816ef6e
@@ -43,11 +43,13 @@ def _repo_root() -> Path:
 
 REPO_ROOT = _repo_root()
 
-def shared_dir() -> Path|None:
-    "The `shared/` folder (env `CODA_SHARED_DIR`, else `../shared` beside the repository), or None."
-    for c in [os.environ.get('CODA_SHARED_DIR'), REPO_ROOT.parent/'shared']:
-        if c and Path(c).is_dir(): return Path(c)
-    return None
+def golden_dir(root=None) -> Path:
+    "The golden outputs of the authors' code that the tests compare against: `tests/data/golden` of the checkout (`root`)."
+    d = Path(default(root, REPO_ROOT))/'tests'/'data'/'golden'
+    if not d.is_dir():
+        raise FileNotFoundError(f"no golden test data in {d}: they are test data of the repository (tests/data/golden), "
+                                "not part of the installed package; run the tests from a clone of the repository")
+    return d
 
 def cache_dir() -> Path:
     "User cache for weights: `$CODA_NB_CACHE` or `~/.cache/coda_nb`."

@@ -1,4 +1,4 @@
-"""One resolver for every weights file the package reads: an explicit path, an environment variable, the user cache, the development `shared/` folder, and an error that says where to get the file.
+"""One resolver for every weights file the package reads: an explicit path, an environment variable, the copy shipped with the package (TAEF2), the user cache, and an error that says where to get the file.
 
 Docs: https://coda-nb.github.io/coda_nb/api/weights.html.md"""
 
@@ -9,20 +9,20 @@ from __future__ import annotations
 import os, importlib.util
 from collections import namedtuple
 from pathlib import Path
-from .core import exists, cache_dir, shared_dir
+from .core import exists, cache_dir
 
 # %% auto #0
-__all__ = ['WeightsSpec', 'TAE_URL', 'WEIGHTS', 'MissingWeightsError', 'resolve_weights', 'find_weights']
+__all__ = ['WeightsSpec', 'TAE_URL', 'WEIGHTS', 'ASSETS', 'MissingWeightsError', 'resolve_weights', 'find_weights']
 
 # %% ../nbs/api/01_weights.ipynb #ede02c57
 class MissingWeightsError(FileNotFoundError):
     "Raised when a weights file is not where it should be; the message says what and where to get it."
 
 def resolve_weights(name: str, files: list[str], path=None, env: str|None=None, source: str='', layout: str='',
-                    extra=()) -> Path:
-    "The folder holding all `files` for weights `name`: `path` (authoritative when given), else `$env`, the user cache, `extra` folders."
+                    extra=(), packaged=None) -> Path:
+    "The folder holding all `files` for weights `name`: `path` (authoritative when given), else `$env`, `packaged`, the user cache, `extra` folders."
     tried = []
-    for c in ([path] if path else [os.environ.get(env) if env else None, cache_dir()/name, *extra]):
+    for c in ([path] if path else [os.environ.get(env) if env else None, packaged, cache_dir()/name, *extra]):
         if not c: continue
         c = Path(c).expanduser()
         if c.is_file(): c = c.parent
@@ -85,6 +85,8 @@ WEIGHTS = {
 }
 
 # %% ../nbs/api/01_weights.ipynb #eabedbeb
+ASSETS = Path(importlib.util.find_spec('coda_nb').origin).parent/'assets'   # weights that ship with the package
+
 def find_weights(name: str, path=None, required: bool = True) -> Path|None:
     "The folder (or, for single-file weights, the file) of known weights `name`; see `WEIGHTS` for the search order."
     if name not in WEIGHTS: raise KeyError(f'unknown weights {name!r}; known: {sorted(WEIGHTS)}')
@@ -92,9 +94,10 @@ def find_weights(name: str, path=None, required: bool = True) -> Path|None:
     if s.single and exists(path) and Path(path).expanduser().is_file(): return Path(path).expanduser()   # any file name
     if s.single and not exists(path) and s.env and os.environ.get(s.env) and Path(os.environ[s.env]).expanduser().is_file():
         return Path(os.environ[s.env]).expanduser()
-    dev = shared_dir()/'weights'/name if exists(shared_dir()) else None
-    extra = [e() for e in s.extra] + [dev]
-    try: folder = resolve_weights(name, s.files, path, s.env, s.source, s.layout, extra=[e for e in extra if exists(e)])
+    packaged = ASSETS/name if (ASSETS/name).is_dir() else None
+    extra = [e() for e in s.extra]
+    try: folder = resolve_weights(name, s.files, path, s.env, s.source, s.layout, extra=[e for e in extra if exists(e)],
+                                  packaged=packaged)
     except MissingWeightsError:
         if required or exists(path): raise       # an explicit path that is wrong is always an error
         return None

@@ -21,10 +21,10 @@ from .images import IMG_EXTENSIONS, skipped_files
 # %% auto #0
 __all__ = ['FORMAT', 'MANIFEST', 'Shard', 'TokenizeResult', 'Tokens', 'index_dtype', 'shard_name', 'level_key', 'fingerprint',
            'dataset_item', 'make_manifest', 'read_manifest', 'check_manifest', 'shard_metadata', 'load_shard',
-           'image_indices', 'tokenize_folder', 'iter_shards', 'read_shards', 'indices_to_images', 'png_name',
-           'decode_shards']
+           'image_indices', 'tokenize_folder', 'iter_shards', 'read_shards', 'TokenSequences', 'check_tokens',
+           'indices_to_images', 'png_name', 'decode_shards']
 
-# %% ../../nbs/api/44_tokens.ipynb #c6cc7a6a
+# %% ../../nbs/api/44_tokens.ipynb #dc44a9a6
 FORMAT = 'coda-tokens/1'
 MANIFEST = 'manifest.json'
 
@@ -33,8 +33,8 @@ def index_dtype(codebook_size: int) -> torch.dtype:
     return torch.int16 if codebook_size <= 32767 else torch.int32
 
 def _storage_dtype(spec) -> torch.dtype:
-    "int16/int32 for codebook indices, uint8 (0/1) for bits."
-    return index_dtype(spec.codebook_size) if spec.kind == 'index' else torch.uint8
+    "The token kind's storage type: int16/int32 for codebook indices, uint8 (0/1) for bits."
+    return spec.token_kind.storage_dtype
 
 def shard_name(k: int) -> str: return f'shard-{k:05d}.safetensors'
 def level_key(l: int) -> str: return f'level_{l:02d}'
@@ -221,6 +221,39 @@ def read_shards(tok_dir, allow_partial: bool = False) -> Tokens:
         return Tokens(empty, torch.zeros(0, dtype=torch.long), [], m)
     return Tokens([torch.cat([s.indices[l] for s in shards]) for l in range(m['levels'])],
                   torch.cat([s.labels for s in shards]), sum((s.ids for s in shards), []), m)
+
+# %% ../../nbs/api/44_tokens.ipynb #41a47aab
+class TokenSequences(torch.utils.data.Dataset):
+    "Token sequences `L` (or `L x D` bits) and labels, keyed by `(index, position)` like every training set."
+    def __init__(self, seq, labels, spec, fingerprint: dict|None = None):
+        if len(seq) == 0: raise ValueError('no token sequences (an empty token folder?)')
+        if seq.shape[1] != spec.tokens_per_image:
+            raise ValueError(f'sequences of {seq.shape[1]} tokens do not match the token spec ({spec.tokens_per_image} per image)')
+        spec.token_kind.check_sequences(seq)
+        self.seq, self.labels, self.spec, self.fingerprint = seq, torch.as_tensor(labels, dtype=torch.long), spec, fingerprint
+    @classmethod
+    def from_folder(cls, tok_dir) -> TokenSequences:
+        "All shards of a `coda tokenize` folder (each checked against the manifest's fingerprint)."
+        from coda_nb.token_kinds import TokenSpec
+        t = read_shards(tok_dir)
+        m = t.manifest
+        spec = TokenSpec.from_dict(m['token_spec']) if 'token_spec' in m else \
+               TokenSpec('index', m['scales'], codebook_size=m['codebook_size'], image_size=m['image_size'])
+        seq = spec.token_kind.from_storage(spec.flatten(t.indices))      # bits: stored 0/1, fed to the model as ±1
+        return cls(seq, t.labels, spec, dict(config_hash=m['config_hash'], weights_digest=m['weights_digest']))
+    @property
+    def num_classes(self) -> int: return int(self.labels.max()) + 1 if len(self.labels) and self.labels.min() >= 0 else 0
+    def __len__(self): return len(self.seq)
+    def __getitem__(self, key):
+        i, _ = key
+        return self.seq[i], self.labels[i]
+
+def check_tokens(model_cfg: dict, fingerprint: dict|None, where: str = 'the tokens', doing: str = 'train'):
+    "Refuse tokens (or a tokenizer) whose fingerprint differs from the one a model was trained on (`model_cfg['tokens']`)."
+    had = model_cfg.get('tokens')
+    if exists(had) and exists(fingerprint) and had != fingerprint:
+        fix = 'tokenize with that tokenizer, or train a new model' if doing == 'train' else 'decode with that tokenizer'
+        raise ValueError(f'{where}: made by another tokenizer ({fingerprint}) than the model was trained on ({had}); {fix}')
 
 # %% ../../nbs/api/44_tokens.ipynb #ce651792
 @torch.no_grad()

@@ -62,20 +62,19 @@ def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
     "`n` labels, each class `n // num_classes` times (then the remainder), in class order."
     return torch.arange(n) % max(num_classes, 1)
 
-# %% ../../nbs/api/62_generation.ipynb #afd29535
+# %% ../../nbs/api/62_generation.ipynb #745adc3d
 @torch.no_grad()
-def sample_images(sampler, tokenizer, labels, batch_size: int = 100, seed: int = 0, progress: bool = False):
-    "Images in [-1, 1] for `labels`, batch by batch (seed `seed + batch index`), decoded by `tokenizer`."
+def sample_images(sampler, tokenizer, labels, batch_size: int = 100, seed: int = 0, progress: bool = False, schedule=None):
+    "Images in [-1, 1] for `labels`, batch by batch (seed `seed + batch index`), decoded by `tokenizer`; `sampler`: a `Sampler`, or a generator with its `schedule`."
     from coda_nb.generators.sampler import decode_samples
-    fp, had = tokenizer.fingerprint(), sampler.model.config.get('tokens')
-    if exists(had) and had != fp:
-        raise ValueError(f'the model was trained on tokens of another tokenizer ({had}), not this one ({fp}); decode with that tokenizer')
+    from coda_nb.data.tokens import check_tokens
+    check_tokens(getattr(sampler, 'model', sampler).config, tokenizer.fingerprint(), 'this tokenizer', doing='decode')
     labels, out = torch.as_tensor(labels), []
     for k, i in enumerate(tqdm(range(0, len(labels), batch_size), desc='sample', disable=not progress)):
-        out.append(decode_samples(tokenizer, sampler.sample(labels[i:i + batch_size], seed=seed + k).tokens))
+        out.append(decode_samples(tokenizer, sampler.sample(labels[i:i + batch_size], seed=seed + k, **({} if schedule is None else dict(schedule=schedule))).tokens))
     return torch.cat(out)
 
-# %% ../../nbs/api/62_generation.ipynb #c7687cee
+# %% ../../nbs/api/62_generation.ipynb #e614e8fb
 @torch.no_grad()
 def masked_nll(model, seq, labels=None, schedule: str = 'cosine', seed: int = 0, batch_size: int = 256, masks_per_seq: int = 1) -> dict:
     "Bits per hidden token of `model` on sequences `seq` (B x L indices or B x L x D ±1 bits) under fixed random masks."
@@ -91,8 +90,7 @@ def masked_nll(model, seq, labels=None, schedule: str = 'cosine', seed: int = 0,
                 y = None if labels is None else torch.as_tensor(labels[i:i + batch_size]).to(dev)
                 mask = random_mask(len(s), s.shape[1], schedule, generator=g).to(dev)
                 logits = model(s, mask, y, at=mask).float()
-                if model.spec.kind == 'index': nats = F.cross_entropy(logits, s[mask], reduction='sum')
-                else: nats = F.binary_cross_entropy_with_logits(logits, (s[mask] > 0).float(), reduction='sum')
+                nats = model.kind.nll(logits, s[mask])                  # the token kind's summed nats
                 total += float(nats); count += int(mask.sum())
     finally: model.train(was)
     return dict(bits_per_token=total / count / np.log(2), hidden_tokens=count, schedule=schedule, seed=seed)

@@ -1,4 +1,4 @@
-"""One small module per quantizer, lucidrains-style: VQ, the attention quantizer, multi-scale residual quantization, binary (LFQ / BSQ) quantization, the chunked search and usage statistics.
+"""One small module per quantizer, lucidrains-style: VQ, the attention quantizer, multi-scale residual quantization, binary (LFQ / BSQ) quantization, finite scalar quantization (FSQ), the chunked search and usage statistics.
 
 Docs: https://coda-nb.github.io/coda_nb/api/quantizers.html.md"""
 
@@ -8,7 +8,7 @@ Docs: https://coda-nb.github.io/coda_nb/api/quantizers.html.md"""
 __all__ = ['chunked_search', 'entropy_terms', 'VectorQuantizer', 'AttentionQuantizer', 'tiled_quantize', 'TiledCodeAttention',
            'CodebookUsage', 'MultiScaleResidualQuantizer', 'MSQOutput', 'BinaryQuantizer', 'SignQuantizer',
            'SphericalQuantizer', 'BinaryQuantizerOutput', 'BitUsage', 'bits_to_indices', 'indices_to_bits',
-           'codes_from_bits']
+           'codes_from_bits', 'FSQ', 'FSQOutput', 'FSQ_LEVELS']
 
 # %% ../../nbs/api/39_quantizers.ipynb #a3a1edf4
 from .search import chunked_search, entropy_terms
@@ -18,5 +18,6 @@ from .tiled import tiled_quantize, TiledCodeAttention
 from .usage import CodebookUsage
 from .multiscale import MultiScaleResidualQuantizer, MSQOutput
 from .binary import BinaryQuantizer, SignQuantizer, SphericalQuantizer, BinaryQuantizerOutput, BitUsage, bits_to_indices, indices_to_bits, codes_from_bits
+from .fsq import FSQ, FSQOutput, FSQ_LEVELS
 
-_all_ = ['chunked_search', 'entropy_terms', 'VectorQuantizer', 'AttentionQuantizer', 'tiled_quantize', 'TiledCodeAttention', 'CodebookUsage', 'MultiScaleResidualQuantizer', 'MSQOutput', 'BinaryQuantizer', 'SignQuantizer', 'SphericalQuantizer', 'BinaryQuantizerOutput', 'BitUsage', 'bits_to_indices', 'indices_to_bits', 'codes_from_bits']
+_all_ = ['chunked_search', 'entropy_terms', 'VectorQuantizer', 'AttentionQuantizer', 'tiled_quantize', 'TiledCodeAttention', 'CodebookUsage', 'MultiScaleResidualQuantizer', 'MSQOutput', 'BinaryQuantizer', 'SignQuantizer', 'SphericalQuantizer', 'BinaryQuantizerOutput', 'BitUsage', 'bits_to_indices', 'indices_to_bits', 'codes_from_bits', 'FSQ', 'FSQOutput', 'FSQ_LEVELS']

@@ -8,7 +8,7 @@ Docs: https://coda-nb.github.io/coda_nb/api/small_kl.html.md"""
 from __future__ import annotations
 import itertools, torch, torch.nn.functional as F, argparse
 from pathlib import Path
-from ..core import exists, default, seed_everything, shared_dir
+from ..core import exists, default, seed_everything
 from ..weights import resolve_weights, MissingWeightsError
 from ..data.photos import PhotoCrops
 from .base import ContinuousVAE
