@@ -17,7 +17,7 @@ PKG = ROOT/'coda_nb'
 # lowest first; units on the same layer may not import each other
 LAYERS = [
     ['core'],
-    ['weights', 'config', 'pretrained'],
+    ['weights', 'config', 'pretrained', 'token_kinds'],
     ['nn', 'data'],
     ['vae', 'quantizers'],
     ['presets'],
