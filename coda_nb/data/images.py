@@ -62,7 +62,7 @@ def train_transform(size: int = 256, resize: int|None = None):
         return arr[y:y + size, x:x + size]
     return tfm
 
-# %% ../../nbs/api/40_images.ipynb #46dee115
+# %% ../../nbs/api/40_images.ipynb #424db229
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif', '.ppm', '.pgm')
 ImageItem = namedtuple('ImageItem', 'image label id')
 
@@ -87,7 +87,8 @@ def read_error(path, check: str = 'decode') -> str|None:
         else: open_rgb(path)
         return None
     except Exception as e:   # PIL raises OSError, SyntaxError, ValueError, struct.error, DecompressionBombError ...
-        return f'{type(e).__name__}: {" ".join(str(e).split()) or "unreadable"}'
+        msg = " ".join(str(e).replace(str(path), Path(path).name).split())   # the file's name, not where this machine keeps it
+        return f'{type(e).__name__}: {msg or "unreadable"}'
 
 def describe_skipped(errors: dict, limit: int = 10) -> str:
     "`'a.jpg (OSError: ...); b.png (...)'`, the first `limit` of `{file: reason}` and how many more."
