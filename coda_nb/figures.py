@@ -18,12 +18,12 @@ from .vae.small_kl import train_small_kl
 # %% auto #0
 __all__ = ['PhotoVAE', 'photo_vae', 'encode_photos', 'fit_quantizer', 'prefix_latents']
 
-# %% ../nbs/paper/coda/10_latent_space.ipynb #768ad5f1
+# %% ../nbs/paper/coda/10_latent_space.ipynb #18192e06
 PhotoVAE = namedtuple('PhotoVAE', 'vae name kind path')
 
 def photo_vae(small_kl_steps: int = 400, seed: int = 0, prefer: str = 'taef2') -> PhotoVAE:
     "TAEF2 if its weights are found, else the small KL-VAE trained on photo crops (cached in `cache_dir()`)."
-    taef2 = find_weights('taef2', required=False)   # env var, user cache, or the checkout's shared/weights/taef2
+    taef2 = find_weights('taef2', required=False)   # the packaged copy, unless $CODA_TAEF2_PATH names another
     if prefer == 'taef2' and exists(taef2): return PhotoVAE(load_vae('tae', taef2), 'TAEF2 (pretrained, 8x, 32 channels)', 'tae', taef2)
     out = cache_dir()/f'small-kl-photos-{small_kl_steps}-{seed}'
     if not (out/'config.json').is_file(): train_small_kl(out, steps=small_kl_steps, seed=seed, progress=False)

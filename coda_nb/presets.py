@@ -13,7 +13,7 @@ from .vae.autoencoder_kl import FLUX_LORA_TARGETS
 # %% auto #0
 __all__ = ['MAR_SCALES', 'FLUX_SCALES', 'T1_SCALES', 'T1_ROWS']
 
-# %% ../nbs/api/50_presets.ipynb #3c933070
+# %% ../nbs/api/50_presets.ipynb #7f39feeb
 MAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)    # 680 tokens per 256 px image (16x)
 FLUX_SCALES = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)  # 2240 tokens per 256 px image (8x)
 
@@ -45,7 +45,7 @@ register_preset('tokenizer', 'coda-taef2-fm32', _model(dict(kind='tae', variant=
                 dict(_tiny_train(), image_size=32, steps=1500, batch_size=64, lr=1e-2),
                 'CPU: CODA on TAEF2 for 32 px Fashion-MNIST, V=256, 4 levels (the MaskGIT demo)')
 
-# %% ../nbs/api/50_presets.ipynb #32fbfbc5
+# %% ../nbs/api/50_presets.ipynb #cc265bb8
 def _gen_model(dim, depth, heads, skip=True, dropout=0.1):
     return dict(method='maskgit', dim=dim, depth=depth, heads=heads, mlp_ratio=4, skip=skip, dropout=dropout)
 

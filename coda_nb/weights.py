@@ -14,7 +14,7 @@ from .core import exists, cache_dir
 # %% auto #0
 __all__ = ['WeightsSpec', 'TAE_URL', 'WEIGHTS', 'ASSETS', 'MissingWeightsError', 'resolve_weights', 'find_weights']
 
-# %% ../nbs/api/01_weights.ipynb #ede02c57
+# %% ../nbs/api/01_weights.ipynb #d0ea1e89
 class MissingWeightsError(FileNotFoundError):
     "Raised when a weights file is not where it should be; the message says what and where to get it."
 
@@ -32,10 +32,11 @@ def resolve_weights(name: str, files: list[str], path=None, env: str|None=None, 
     raise MissingWeightsError(
         f"{name}: weights file(s) {missing} not found (looked in: {', '.join(tried) or 'nowhere'}).\n"
         f"Expected layout: {layout or ', '.join(files)}.\n"
-        f"Get them from: {source or 'the model author'}; pass path=... "
+        f"Get them from: {source or 'the model author'}; pass their path (on the command line --vae-path PATH for a VAE, "
+        f"vgg_path=PATH or dino_path=PATH for the loss networks; path= in Python) "
         + (f"or set ${env} " if env else '') + f"or copy them to {cache_dir()/name}.")
 
-# %% ../nbs/api/01_weights.ipynb #b428694b
+# %% ../nbs/api/01_weights.ipynb #6adac24a
 WeightsSpec = namedtuple('WeightsSpec', 'files env source layout single extra', defaults=((), ))
 
 def _torch_hub_checkpoints():
@@ -63,7 +64,7 @@ WEIGHTS = {
                             'a diffusers AutoencoderKL folder with config.json and diffusion_pytorch_model.safetensors', False),
     'wan2.1-vae': WeightsSpec(_DIFFUSERS, 'CODA_WAN_VAE_PATH',
                               'https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B-Diffusers/tree/main/vae (the diffusers folder); or one '
-                              'file, passed as path=FILE: Wan2.1_VAE.pth from https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B/tree/main '
+                              'file, passed as the path (--vae-path FILE): Wan2.1_VAE.pth from https://huggingface.co/Wan-AI/Wan2.1-T2V-1.3B/tree/main '
                               'or wan_2.1_vae.safetensors from https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files/vae',
                               'a diffusers AutoencoderKLWan folder with config.json and diffusion_pytorch_model.safetensors '
                               '(or a single file in the original Wan 2.1 key layout, given as path)', False),
@@ -85,7 +86,7 @@ WEIGHTS = {
 }
 
 # %% ../nbs/api/01_weights.ipynb #eabedbeb
-ASSETS = Path(importlib.util.find_spec('coda_nb').origin).parent/'assets'   # weights that ship with the package
+ASSETS = Path(importlib.util.find_spec('coda_nb.weights').origin).parent/'assets'   # weights that ship with the package
 
 def find_weights(name: str, path=None, required: bool = True) -> Path|None:
     "The folder (or, for single-file weights, the file) of known weights `name`; see `WEIGHTS` for the search order."

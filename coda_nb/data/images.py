@@ -62,7 +62,7 @@ def train_transform(size: int = 256, resize: int|None = None):
         return arr[y:y + size, x:x + size]
     return tfm
 
-# %% ../../nbs/api/40_images.ipynb #424db229
+# %% ../../nbs/api/40_images.ipynb #d0d7702f
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif', '.ppm', '.pgm')
 ImageItem = namedtuple('ImageItem', 'image label id')
 

@@ -11,7 +11,7 @@ from collections import namedtuple
 from torch import nn
 import torch.nn.functional as F
 from ..core import exists, default
-from ..config import get_preset
+from ..config import get_preset, register_method, presets_of, ConfigError
 from ..pretrained import PretrainedMixin, config_hash, weights_digest, strip_paths
 from ..nn.blocks import Block
 from ..vae.video import VideoVAE, FramewiseVAE
@@ -62,7 +62,7 @@ class ViTStack(nn.Module):
         for blk in self.blocks: x = blk(x)
         return self.proj_out(self.norm(x))
 
-# %% ../../nbs/api/54_latentbit.ipynb #b6bcc444
+# %% ../../nbs/api/54_latentbit.ipynb #72eb74e9
 LatentBitEncoding = namedtuple('LatentBitEncoding', 'indices f_hat commit_loss entropy_loss f codes z_vit')
 LatentBitOutput = namedtuple('LatentBitOutput', 'x_hat indices f_hat commit_loss entropy_loss f codes z_vit')
 
@@ -202,6 +202,12 @@ class LatentBitTokenizer(PretrainedMixin, nn.Module):
 def build_latentbit(preset: str|dict, vae_path=None, vae=None, seed: int = 0, **overrides) -> LatentBitTokenizer:
     "A fresh LatentBit tokenizer from a preset name (or model config); `overrides` set its top-level keys or `quantizer` keys."
     cfg = get_preset(preset, 'tokenizer').model if isinstance(preset, str) else copy.deepcopy(preset)
+    if cfg.get('method') != 'latentbit':
+        raise ConfigError(f"{preset if isinstance(preset, str) else 'this config'!r} is a {cfg.get('method')} preset, not a latentbit one: "
+                          f"build it with coda_nb.build({preset if isinstance(preset, str) else 'config'!r}), or use a latentbit preset ({', '.join(presets_of('latentbit'))})")
+    if cfg.get('method') != 'latentbit':
+        raise ConfigError(f"{preset if isinstance(preset, str) else 'this config'!r} is a {cfg.get('method')} preset, not a latentbit one: "
+                          f"build it with coda_nb.build({preset if isinstance(preset, str) else 'config'!r}), or use a latentbit preset ({', '.join(presets_of('latentbit'))})")
     for k, v in overrides.items():
         if k in cfg.get('quantizer', {}) or k in ('spherical', 'commitment_weight', 'entropy_weight'): cfg.setdefault('quantizer', {})[k] = v
         elif k in cfg or k in ('frames', 'mlp_ratio'): cfg[k] = v
@@ -209,3 +215,15 @@ def build_latentbit(preset: str|dict, vae_path=None, vae=None, seed: int = 0, **
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return LatentBitTokenizer(cfg, vae=vae, vae_path=vae_path)
+
+def _build_latentbit(config: dict, vae_path=None, vae=None, seed: int = 0) -> LatentBitTokenizer:
+    return build_latentbit(config, vae_path=vae_path, vae=vae, seed=seed)
+
+register_method('latentbit', 'tokenizer', model=LatentBitTokenizer, builder=_build_latentbit,
+                description='a frozen (video) VAE + a ViT bottleneck with binary (sign / spherical) codes')
+
+def _build_latentbit(config: dict, vae_path=None, vae=None, seed: int = 0) -> LatentBitTokenizer:
+    return build_latentbit(config, vae_path=vae_path, vae=vae, seed=seed)
+
+register_method('latentbit', 'tokenizer', model=LatentBitTokenizer, builder=_build_latentbit,
+                description='a frozen (video) VAE + a ViT bottleneck with binary (sign / spherical) codes')

@@ -11,6 +11,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
+from ..config import build, register_method, deprecated
 from ..core import exists, default, save_json
 from ..config import split_overrides
 from ..nn.lora import lora_layers
@@ -28,7 +29,7 @@ from .loop import TrainerConfig, Task, Part, fit
 __all__ = ['TrainConfig', 'CODATrainConfig', 'build_discriminator', 'last_decoder_layer', 'CODATask', 'train', 'export_tokenizer',
            'train_from_cli']
 
-# %% ../../nbs/api/76_train_coda.ipynb #c4de213e
+# %% ../../nbs/api/76_train_coda.ipynb #a349a54d
 @dataclass
 class CODATrainConfig(TrainerConfig):
     "Training options of a CODA tokenizer (the shared ones, with the authors' defaults, then CODA's own)."
@@ -66,9 +67,9 @@ class CODATrainConfig(TrainerConfig):
 
     preset_method = 'coda'
 
-TrainConfig = CODATrainConfig   # the name before the shared trainer
+TrainConfig = deprecated(CODATrainConfig, 'coda_nb.training.coda.TrainConfig', 'CODATrainConfig')
 
-# %% ../../nbs/api/76_train_coda.ipynb #5b5aa25c
+# %% ../../nbs/api/76_train_coda.ipynb #05edb078
 def build_discriminator(cfg: CODATrainConfig):
     if cfg.gan == 'dino': return DinoDiscriminator(weights_path=cfg.dino_path)
     if cfg.gan == 'patchgan': return PatchGANDiscriminator()
@@ -87,7 +88,7 @@ class CODATask(Task):
 
     def build(self, cfg: CODATrainConfig, acc) -> dict:
         lora_kw = {k: v for k, v in dict(encoder=cfg.lora_encoder, decoder=cfg.lora_decoder).items() if exists(v)}
-        tok = self.tok = default(self.tok, lambda: build_tokenizer(cfg.preset, vae_path=cfg.vae_path, seed=cfg.seed, **lora_kw))
+        tok = self.tok = default(self.tok, lambda: build(cfg.preset, method='coda', vae_path=cfg.vae_path, seed=cfg.seed, **(cfg.model | lora_kw)))
         tok.to(acc.device)
         for p in tok.lora_parameters(): p.requires_grad_(not cfg.latent_only)   # latent-only warm-up: LoRA is idle, so frozen
         enc_frozen = not any(p.requires_grad for n, p in tok.vae.model.named_parameters() if n.startswith('encoder.'))
@@ -152,13 +153,15 @@ class CODATask(Task):
         return evaluate(self.tok, PhotoCrops(size=self.cfg.image_size, n=self.cfg.eval_n, split='test'), fid=False,
                         progress=False, rank=acc.process_index, world=acc.num_processes)
 
-# %% ../../nbs/api/76_train_coda.ipynb #b771d4de
+# %% ../../nbs/api/76_train_coda.ipynb #22161741
 def train(cfg: CODATrainConfig, resume: bool|str = False, tokenizer: CODATokenizer|None = None, allow_config_change: bool = False,
           callbacks=(), strict: bool = False) -> dict:
     "Train a CODA tokenizer on the shared loop; an image folder's unreadable files are skipped and listed in `skipped_files` (`strict`: refused)."
     task = CODATask(tokenizer, strict)
     r = fit(task, cfg, resume=resume, allow_config_change=allow_config_change, callbacks=callbacks)
     return r | dict(tokenizer=task.tok, ema=r['parts']['tokenizer'].ema, cached_latents=task.cache, skipped_files=task.ds.skipped)
+
+register_method('coda', task=CODATask, train_config=CODATrainConfig)
 
 def export_tokenizer(result: dict, folder, use_ema: bool = True) -> Path:
     "Save the trained tokenizer (EMA weights when there are some) with `save_pretrained`."

@@ -10,6 +10,7 @@ import dataclasses, torch
 from dataclasses import dataclass
 from pathlib import Path
 from tqdm.auto import tqdm
+from ..config import build, register_method, deprecated
 from ..core import exists, default, save_json
 from ..tokenizers.latentbit import LatentBitTokenizer, build_latentbit
 from ..data.datasets import TrainImages
@@ -47,14 +48,14 @@ class LatentBitTrainConfig(TrainerConfig):
 
     preset_method = 'latentbit'                # `from_preset` (the shared one) refuses other presets
 
-# %% ../../nbs/api/78_train_latentbit.ipynb #ff65efb8
+# %% ../../nbs/api/78_train_latentbit.ipynb #06af494d
 class LatentBitTask(Task):
     "A LatentBit tokenizer (frozen VAE + ViT bottleneck + binary quantizer) trained with the paper's objective."
     name = 'latentbit'
     def __init__(self, tokenizer: LatentBitTokenizer|None = None, strict: bool = False): self.tok, self.strict = tokenizer, strict
 
     def build(self, cfg: LatentBitTrainConfig, acc) -> dict:
-        tok = self.tok = default(self.tok, lambda: build_latentbit(cfg.preset, vae_path=cfg.vae_path, seed=cfg.seed))
+        tok = self.tok = default(self.tok, lambda: build(cfg.preset, method='latentbit', vae_path=cfg.vae_path, seed=cfg.seed, **cfg.model))
         if tok.image_size != cfg.image_size:
             raise ValueError(f'the tokenizer is built for {tok.image_size} px but the training config says image_size={cfg.image_size}')
         tok.to(acc.device)
@@ -92,10 +93,12 @@ class LatentBitTask(Task):
         return evaluate(self.tok, PhotoCrops(size=self.cfg.image_size, n=self.cfg.eval_n, split='test'), fid=False,
                         progress=False, rank=acc.process_index, world=acc.num_processes)
 
-# %% ../../nbs/api/78_train_latentbit.ipynb #58b79b12
+# %% ../../nbs/api/78_train_latentbit.ipynb #f383cf48
 def train_latentbit(cfg: LatentBitTrainConfig, resume: bool|str = False, tokenizer: LatentBitTokenizer|None = None,
                     allow_config_change: bool = False, callbacks=(), strict: bool = False) -> dict:
     "Train a LatentBit tokenizer on the shared loop (the result holds `tokenizer`, `ema`, `history`, ...)."
     task = LatentBitTask(tokenizer, strict)
     r = fit(task, cfg, resume=resume, allow_config_change=allow_config_change, callbacks=callbacks)
     return r | dict(tokenizer=task.tok, ema=r['parts']['tokenizer'].ema, cached_latents=exists(task.latents), skipped_files=task.ds.skipped)
+
+register_method('latentbit', task=LatentBitTask, train_config=LatentBitTrainConfig)
