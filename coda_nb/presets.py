@@ -13,7 +13,7 @@ from .vae.autoencoder_kl import FLUX_LORA_TARGETS
 # %% auto #0
 __all__ = ['MAR_SCALES', 'FLUX_SCALES', 'T1_SCALES', 'T1_ROWS']
 
-# %% ../nbs/api/50_presets.ipynb #7f39feeb
+# %% ../nbs/api/50_presets.ipynb #36d285f1
 MAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)    # 680 tokens per 256 px image (16x)
 FLUX_SCALES = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)  # 2240 tokens per 256 px image (8x)
 
@@ -44,8 +44,12 @@ register_preset('tokenizer', 'coda-small-kl-tiny', _model(dict(kind='small-kl'),
 register_preset('tokenizer', 'coda-taef2-fm32', _model(dict(kind='tae', variant='taef2'), 256, (1, 2, 3, 4), 4, ['conv.'], 32),
                 dict(_tiny_train(), image_size=32, steps=1500, batch_size=64, lr=1e-2),
                 'CPU: CODA on TAEF2 for 32 px Fashion-MNIST, V=256, 4 levels (the MaskGIT demo)')
+# FSQ levels in CODA's residual stack: the same TAEF2, scales and LoRA as coda-taef2-tiny, V = 8*5*5*5 = 1000 (~10 bits a token)
+register_preset('tokenizer', 'coda-taef2-fsq', dict(_model(dict(kind='tae', variant='taef2'), 1000, (1, 2, 3, 4, 6, 8), 4, ['conv.'], 64),
+                quantizer=dict(codebook_size=1000, scales=[1, 2, 3, 4, 6, 8], quantizer='fsq', levels=[8, 5, 5, 5])),
+                _tiny_train(), 'CPU: CODA with FSQ levels (8, 5, 5, 5) on TAEF2, V=1000, 64 px')
 
-# %% ../nbs/api/50_presets.ipynb #cc265bb8
+# %% ../nbs/api/50_presets.ipynb #3dd91d6e
 def _gen_model(dim, depth, heads, skip=True, dropout=0.1):
     return dict(method='maskgit', dim=dim, depth=depth, heads=heads, mlp_ratio=4, skip=skip, dropout=dropout)
 

@@ -349,6 +349,18 @@ def test_real_site(browser, builds):
         if has_tex and reports[page]['katex'] == 0: problems.append(f'{page}: its notebook has TeX but the page shows no typeset math')
     assert not problems, '\n'.join(problems)
 
+def test_site_public_text(builds):
+    "The built pages (text, code, saved outputs; not embedded images, not KaTeX) pass tests/test_public_text.py's rules."
+    sys.path.insert(0, str(ROOT/'tests'))
+    try: from test_public_text import find_violations
+    finally: sys.path.remove(str(ROOT/'tests'))
+    site = built(builds, 'site')['site']
+    assert find_violations('<p>Issue 12, from /work/main</p>'), 'the checker must be able to fail'
+    found = [f'{f.relative_to(site).as_posix()}: {v}' for f in sorted(site.rglob('*'))
+             if f.is_file() and f.suffix in ('.html', '.js', '.css') and f.relative_to(site).parts[0] != 'katex'
+             for v in find_violations(f.read_text(errors='replace'))]
+    assert not found, f'{len(found)} problem(s) in the built site:\n' + '\n'.join(found)
+
 def test_real_explorer_fallback(browser, builds):
     "The explorer's widget output shows the Jupyter note, and a saved static figure follows it on the page."
     rel = explorer_nb()

@@ -23,8 +23,10 @@ load_plugins()
 # what makes each method's presets small enough for a CPU test: model keys (bare or dotted), per method
 _SMALL_KL = dict(kind='small-kl', latent_channels=4)
 TINY_MODEL = {
-    'coda': lambda p: dict(vae=_SMALL_KL, codebook_size=32, attn_dim=8, rank=2, targets=['conv1', 'conv2'],
-                           scales=[1, 2, 4] if p.model['quantizer'].get('quantizer', 'attention') != 'vq' or len(p.model['quantizer'].get('scales', [])) > 1 else [4]),
+    'coda': lambda p: dict(vae=_SMALL_KL, codebook_size=32 if p.model['quantizer'].get('quantizer') != 'fsq' else p.model['quantizer']['codebook_size'],
+                           rank=2, targets=['conv1', 'conv2'], image_size=64,           # 4x small KL-VAE: a 16 x 16 latent
+                           scales=[1, 2, 4, 8, 16] if len(p.model['quantizer']['scales']) > 1 else [16],
+                           **({'attn_dim': 8} if 'attn_dim' in p.model['quantizer'] else {})),
     'latentbit': lambda p: dict(vae=dict(kind='tae', variant='taef2'), dim=32, depth=1, heads=2, image_size=32, frames=1, patch=[1, 1, 1]),
     'maskgit': lambda p: dict(dim=32, depth=2, heads=2),
 }

@@ -26,7 +26,7 @@ def _pair(s): return (s, s) if isinstance(s, int) else tuple(s)
 
 def _mean(xs): return None if xs[0] is None else torch.stack(xs).mean()
 
-# %% ../../nbs/api/34_multiscale.ipynb #bf00ddbd
+# %% ../../nbs/api/34_multiscale.ipynb #3e8c6d3f
 class MultiScaleResidualQuantizer(nn.Module):
     "VAR-style multi-scale residual quantizer with a pluggable (shared or per-level) quantizer; CODA's tokenizer core."
     def __init__(self, dim, codebook_size, scales=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), quantizer='attention', shared=True,
@@ -119,7 +119,8 @@ class MultiScaleResidualQuantizer(nn.Module):
         indices = self._check_indices(indices)
         H, W = _pair(default(size, (max(h for h, w in self.scales), max(w for h, w in self.scales))))
         prepared = [q.prepare() for q in self.quantizers]
-        f_hat, dev = None, next(self.parameters()).device    # numpy indices arrive on the CPU
+        dev = next(iter([*self.parameters(), *self.buffers()]), indices[0]).device   # numpy indices arrive on the CPU
+        f_hat = None
         for l, (idx, s) in enumerate(zip(indices, self.scales)):
             z = self.level_quantizer(l).indices_to_codes(idx.to(dev), prepared[0 if self.shared else l]).permute(0, 3, 1, 2)
             h = z if s == (H, W) else F.interpolate(z, size=(H, W), mode='bicubic', align_corners=False)
