@@ -7,7 +7,7 @@ Docs: https://coda-nb.github.io/coda_nb/api/front_door.html.md"""
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/api/06_front_door.ipynb #87f6c7b4
+# %% ../nbs/api/06_front_door.ipynb #ebdd8340
 __version__ = "0.0.1"
 
 _LAZY = {

@@ -18,7 +18,7 @@ from .vae.small_kl import train_small_kl
 # %% auto #0
 __all__ = ['PhotoVAE', 'photo_vae', 'encode_photos', 'fit_quantizer', 'prefix_latents']
 
-# %% ../nbs/paper/coda/10_latent_space.ipynb #022995b9
+# %% ../nbs/paper/coda/10_latent_space.ipynb #eb7b03fd
 PhotoVAE = namedtuple('PhotoVAE', 'vae name kind path')
 
 def photo_vae(small_kl_steps: int = 400, seed: int = 0, prefer: str = 'taef2') -> PhotoVAE:

@@ -13,7 +13,7 @@ from .vae.autoencoder_kl import FLUX_LORA_TARGETS
 # %% auto #0
 __all__ = ['MAR_SCALES', 'FLUX_SCALES', 'T1_SCALES', 'T1_ROWS']
 
-# %% ../nbs/api/50_presets.ipynb #36d285f1
+# %% ../nbs/api/50_presets.ipynb #c9c7d4e5
 MAR_SCALES = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)    # 680 tokens per 256 px image (16x)
 FLUX_SCALES = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)  # 2240 tokens per 256 px image (8x)
 
@@ -49,7 +49,7 @@ register_preset('tokenizer', 'coda-taef2-fsq', dict(_model(dict(kind='tae', vari
                 quantizer=dict(codebook_size=1000, scales=[1, 2, 3, 4, 6, 8], quantizer='fsq', levels=[8, 5, 5, 5])),
                 _tiny_train(), 'CPU: CODA with FSQ levels (8, 5, 5, 5) on TAEF2, V=1000, 64 px')
 
-# %% ../nbs/api/50_presets.ipynb #3dd91d6e
+# %% ../nbs/api/50_presets.ipynb #94321514
 def _gen_model(dim, depth, heads, skip=True, dropout=0.1):
     return dict(method='maskgit', dim=dim, depth=depth, heads=heads, mlp_ratio=4, skip=skip, dropout=dropout)
 

@@ -14,7 +14,7 @@ from .core import exists, cache_dir
 # %% auto #0
 __all__ = ['WeightsSpec', 'TAE_URL', 'WEIGHTS', 'ASSETS', 'MissingWeightsError', 'resolve_weights', 'find_weights']
 
-# %% ../nbs/api/01_weights.ipynb #026237e3
+# %% ../nbs/api/01_weights.ipynb #66da8c95
 class MissingWeightsError(FileNotFoundError):
     "Raised when a weights file is not where it should be; the message says what and where to get it."
 
@@ -36,7 +36,7 @@ def resolve_weights(name: str, files: list[str], path=None, env: str|None=None, 
         f"vgg_path=PATH or dino_path=PATH for the loss networks; path= in Python) "
         + (f"or set ${env} " if env else '') + f"or copy them to {cache_dir()/name}.")
 
-# %% ../nbs/api/01_weights.ipynb #483692cc
+# %% ../nbs/api/01_weights.ipynb #74c3f6a1
 WeightsSpec = namedtuple('WeightsSpec', 'files env source layout single extra', defaults=((), ))
 
 def _torch_hub_checkpoints():

@@ -56,7 +56,7 @@ def test_clone_runs_alone(tmp_path):
 def test_nothing_points_outside():
     bad = []
     for f in repo_files():
-        if f == HERE: continue
+        if f in (HERE, 'tests/test_public_text.py'): continue    # the checkers' own test strings
         try: text = (ROOT/f).read_text(encoding='utf-8')
         except UnicodeDecodeError: continue           # binary files (weights, tensors, images)
         for i, line in enumerate(text.splitlines(), 1):

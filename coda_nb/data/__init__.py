@@ -10,7 +10,7 @@ __all__ = ['ImageFolder', 'open_rgb', 'to_tensor', 'image_grid', 'center_crop_ar
            'read_manifest', 'TokenSequences', 'check_tokens', 'StepSampler', 'train_loader', 'photo_clip',
            'moving_pattern', 'VideoClips', 'frame_strip']
 
-# %% ../../nbs/api/49_data.ipynb #1e562323
+# %% ../../nbs/api/49_data.ipynb #c1b9fef0
 from .images import ImageFolder, open_rgb, to_tensor, image_grid, center_crop_arr
 from .photos import PhotoCrops, photo_batch, load_photos
 from .fashion_mnist import FashionMNIST

@@ -62,7 +62,7 @@ def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
     "`n` labels, each class `n // num_classes` times (then the remainder), in class order."
     return torch.arange(n) % max(num_classes, 1)
 
-# %% ../../nbs/api/62_generation.ipynb #7fbf37cd
+# %% ../../nbs/api/62_generation.ipynb #f24d3ee8
 @torch.no_grad()
 def sample_images(sampler, tokenizer, labels, batch_size: int = 100, seed: int = 0, progress: bool = False, schedule=None):
     "Images in [-1, 1] for `labels`, batch by batch (seed `seed + batch index`), decoded by `tokenizer`; `sampler`: a `Sampler`, or a generator with its `schedule`."
@@ -74,7 +74,7 @@ def sample_images(sampler, tokenizer, labels, batch_size: int = 100, seed: int =
         out.append(decode_samples(tokenizer, sampler.sample(labels[i:i + batch_size], seed=seed + k, **({} if schedule is None else dict(schedule=schedule))).tokens))
     return torch.cat(out)
 
-# %% ../../nbs/api/62_generation.ipynb #80c09396
+# %% ../../nbs/api/62_generation.ipynb #62c503df
 @torch.no_grad()
 def masked_nll(model, seq, labels=None, schedule: str = 'cosine', seed: int = 0, batch_size: int = 256, masks_per_seq: int = 1) -> dict:
     "Bits per hidden token of `model` on sequences `seq` (B x L indices or B x L x D ±1 bits) under fixed random masks."

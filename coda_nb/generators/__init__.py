@@ -8,7 +8,7 @@ Docs: https://coda-nb.github.io/coda_nb/api/generators.html.md"""
 __all__ = ['Generator', 'MaskGIT', 'MaskGITConfig', 'build_maskgit', 'flatten_tokens', 'unflatten_tokens', 'level_ids',
            'SamplingSchedule', 'random_mask', 'AUTONAT_L_T8', 'Sampler', 'decode_samples', 'save_samples']
 
-# %% ../../nbs/api/99_generators.ipynb #f5b60079
+# %% ../../nbs/api/99_generators.ipynb #bec049ff
 from typing import Protocol, runtime_checkable
 from .maskgit import MaskGIT, MaskGITConfig, build_maskgit, flatten_tokens, unflatten_tokens, level_ids
 from .schedules import SamplingSchedule, random_mask, AUTONAT_L_T8

@@ -26,7 +26,7 @@ def _pair(s): return (s, s) if isinstance(s, int) else tuple(s)
 
 def _mean(xs): return None if xs[0] is None else torch.stack(xs).mean()
 
-# %% ../../nbs/api/34_multiscale.ipynb #3e8c6d3f
+# %% ../../nbs/api/34_multiscale.ipynb #501b264c
 class MultiScaleResidualQuantizer(nn.Module):
     "VAR-style multi-scale residual quantizer with a pluggable (shared or per-level) quantizer; CODA's tokenizer core."
     def __init__(self, dim, codebook_size, scales=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), quantizer='attention', shared=True,

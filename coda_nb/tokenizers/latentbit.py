@@ -62,7 +62,7 @@ class ViTStack(nn.Module):
         for blk in self.blocks: x = blk(x)
         return self.proj_out(self.norm(x))
 
-# %% ../../nbs/api/54_latentbit.ipynb #ab243263
+# %% ../../nbs/api/54_latentbit.ipynb #b4acf6f5
 LatentBitEncoding = namedtuple('LatentBitEncoding', 'indices f_hat commit_loss entropy_loss f codes z_vit')
 LatentBitOutput = namedtuple('LatentBitOutput', 'x_hat indices f_hat commit_loss entropy_loss f codes z_vit')
 

@@ -9,7 +9,7 @@ __all__ = ['TrainerConfig', 'Task', 'Part', 'Callback', 'fit', 'export_model', '
            'load_checkpoint', 'CODATrainConfig', 'CODATask', 'train', 'export_tokenizer', 'LatentBitTrainConfig',
            'LatentBitTask', 'train_latentbit', 'MaskGITTrainConfig', 'GeneratorTask', 'train_maskgit']
 
-# %% ../../nbs/api/79_training.ipynb #de6f4139
+# %% ../../nbs/api/79_training.ipynb #c2ddb464
 from .loop import TrainerConfig, Task, Part, Callback, fit, export_model
 from .ema import EMA
 from .schedules import lr_factor

@@ -29,7 +29,7 @@ from .loop import TrainerConfig, Task, Part, fit
 __all__ = ['TrainConfig', 'CODATrainConfig', 'build_discriminator', 'last_decoder_layer', 'CODATask', 'train', 'export_tokenizer',
            'train_from_cli']
 
-# %% ../../nbs/api/76_train_coda.ipynb #f0cc5e57
+# %% ../../nbs/api/76_train_coda.ipynb #2bdce587
 @dataclass
 class CODATrainConfig(TrainerConfig):
     "Training options of a CODA tokenizer (the shared ones, with the authors' defaults, then CODA's own)."
@@ -69,7 +69,7 @@ class CODATrainConfig(TrainerConfig):
 
 TrainConfig = deprecated(CODATrainConfig, 'coda_nb.training.coda.TrainConfig', 'CODATrainConfig')
 
-# %% ../../nbs/api/76_train_coda.ipynb #6310a67d
+# %% ../../nbs/api/76_train_coda.ipynb #bdc8983d
 def build_discriminator(cfg: CODATrainConfig):
     if cfg.gan == 'dino': return DinoDiscriminator(weights_path=cfg.dino_path)
     if cfg.gan == 'patchgan': return PatchGANDiscriminator()
@@ -153,7 +153,7 @@ class CODATask(Task):
         return evaluate(self.tok, PhotoCrops(size=self.cfg.image_size, n=self.cfg.eval_n, split='test'), fid=False,
                         progress=False, rank=acc.process_index, world=acc.num_processes)
 
-# %% ../../nbs/api/76_train_coda.ipynb #b7d6ae90
+# %% ../../nbs/api/76_train_coda.ipynb #a24580ff
 def train(cfg: CODATrainConfig, resume: bool|str = False, tokenizer: CODATokenizer|None = None, allow_config_change: bool = False,
           callbacks=(), strict: bool = False) -> dict:
     "Train a CODA tokenizer on the shared loop; an image folder's unreadable files are skipped and listed in `skipped_files` (`strict`: refused)."

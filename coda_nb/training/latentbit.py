@@ -48,7 +48,7 @@ class LatentBitTrainConfig(TrainerConfig):
 
     preset_method = 'latentbit'                # `from_preset` (the shared one) refuses other presets
 
-# %% ../../nbs/api/78_train_latentbit.ipynb #79357038
+# %% ../../nbs/api/78_train_latentbit.ipynb #c917dd3e
 class LatentBitTask(Task):
     "A LatentBit tokenizer (frozen VAE + ViT bottleneck + binary quantizer) trained with the paper's objective."
     name = 'latentbit'
@@ -93,7 +93,7 @@ class LatentBitTask(Task):
         return evaluate(self.tok, PhotoCrops(size=self.cfg.image_size, n=self.cfg.eval_n, split='test'), fid=False,
                         progress=False, rank=acc.process_index, world=acc.num_processes)
 
-# %% ../../nbs/api/78_train_latentbit.ipynb #0354832c
+# %% ../../nbs/api/78_train_latentbit.ipynb #3a08cbbd
 def train_latentbit(cfg: LatentBitTrainConfig, resume: bool|str = False, tokenizer: LatentBitTokenizer|None = None,
                     allow_config_change: bool = False, callbacks=(), strict: bool = False) -> dict:
     "Train a LatentBit tokenizer on the shared loop (the result holds `tokenizer`, `ema`, `history`, ...)."
