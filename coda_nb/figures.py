@@ -40,7 +40,7 @@ def encode_photos(vae, n: int, size: int = 64, split: str = 'train', seed: int =
 # %% ../nbs/paper/coda/10_latent_space.ipynb #68308155
 def fit_quantizer(q, f_BChw, steps: int = 200, batch_size: int = 32, lr: float = 1e-2, entropy_weight: float = 0.05,
                   seed: int = 0) -> list[float]:
-    "Fit `q` (a `MultiScaleResidualQuantizer`) to latents `f_BChw` with Adam; returns the loss per step."
+    "Fit a bare `q` (a `MultiScaleResidualQuantizer`: no VAE, no LoRA) to fixed latents `f_BChw` with Adam, the figures' latent-only warm-up; returns the loss per step. A tokenizer trains with `TokenizerTask` (`latent_only=True`), as `coda train` does."
     g, losses = torch.Generator().manual_seed(seed), []
     opt = torch.optim.Adam(q.parameters(), lr=lr)
     q.train()

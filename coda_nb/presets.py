@@ -65,7 +65,7 @@ register_preset('generator', 'maskgit-tiny', _gen_model(128, 4, 4, dropout=0.0),
                 _gen_train(batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999, mixed_precision='no', steps=2000),
                 'CPU: 128 wide, 4 blocks')
 
-# %% ../nbs/api/50_presets.ipynb #07236aa8
+# %% ../nbs/api/50_presets.ipynb #e5ed2f9b
 def _lb_model(vae, bits, dim, depth, heads, image_size, frames=1, patch=(1, 1, 1), spherical=False):
     return dict(method='latentbit', vae=vae, image_size=image_size, frames=frames, patch=list(patch), bits=bits,
                 dim=dim, depth=depth, heads=heads, mlp_ratio=4,
@@ -87,6 +87,10 @@ register_preset('tokenizer', 'latentbit-video-36', _lb_model(_WAN, 36, 384, 8, 6
 register_preset('tokenizer', 'latentbit-taef2-tiny', _lb_model(dict(kind='tae', variant='taef2'), 14, 64, 2, 4, 64),
                 _lb_train(image_size=64, batch_size=16, lr=1e-3, warmup_steps=20, steps=300, lpips=0.0, l1=0.2, ema=False, seed=0),
                 'CPU: LatentBit on TAEF2 (8x, 32 channels), D=14, 64 px')
+# the same with an FSQ bottleneck at the same rate: D = 5 numbers a token, levels (8, 8, 8, 6, 5): 15360 codes, 13.9 bits
+register_preset('tokenizer', 'latentbit-taef2-fsq', dict(_lb_model(dict(kind='tae', variant='taef2'), 5, 64, 2, 4, 64),
+                quantizer=dict(quantizer='fsq', levels=[8, 8, 8, 6, 5])), get_preset('latentbit-taef2-tiny').train,
+                'CPU: LatentBit on TAEF2 with an FSQ bottleneck, levels (8, 8, 8, 6, 5): 13.9 bits a token like D=14, 64 px')
 
 # %% ../nbs/api/50_presets.ipynb #5318e11d
 T1_SCALES = (1, 2, 3, 4)   # TAEF2 at 32 px: a 4x4x32 latent, 30 tokens per crop

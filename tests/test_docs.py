@@ -7,7 +7,8 @@ Chromium is driven over the DevTools protocol through `--remote-debugging-pipe` 
 separated by NUL bytes), so no websocket library is needed. A small hand-made notebook set (figure output, markdown
 image, hidden cell, exported function, links between notebooks, notebooks in nested folders, math, a saved widget
 output) checks what the current notebooks may not exercise, and a page with a missing image and broken links checks
-that the checker can fail.
+that the checker can fail. The built pages must also pass tests/test_public_text.py's rules (no process talk, no
+paths or links outside the repository): `test_site_public_text`, on the same build.
 """
 from __future__ import annotations
 import base64, fcntl, functools, http.server, io, json, os, posixpath, queue, re, shutil, subprocess, sys, tempfile, threading, time

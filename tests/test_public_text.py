@@ -82,8 +82,8 @@ def test_notebook_texts_reads_outputs(tmp_path):
 
 # notebooks whose text or saved outputs still break the rules: a ratchet. Each is an expected failure that must fail
 # (strict): once a notebook is clean its test passes, xfail-strict reports that, and its name is removed from here.
-PENDING = {'api/01_weights', 'api/03_pretrained', 'api/27_wan', 'api/44_tokens', 'api/46_bad_input', 'api/51_protocol',
-           'api/54_latentbit', 'api/61_reconstruction', 'api/80_cli', 'paper/coda/50_ablations', 'tutorials/10_demo'}
+PENDING = {'api/01_weights', 'api/03_pretrained', 'api/27_wan', 'api/44_tokens', 'api/80_cli', 'paper/coda/50_ablations',
+           'tutorials/10_demo'}
 
 def _nb_id(p): return p.relative_to(NBS).with_suffix('').as_posix()
 

@@ -17,12 +17,12 @@ from .metrics import psnr, ssim, StreamingFID, code_counts, codebook_utilization
 # %% auto #0
 __all__ = ['COLUMNS', 'reconstruct', 'image_loader', 'evaluate', 'metrics_table']
 
-# %% ../../nbs/api/61_reconstruction.ipynb #47d61995
+# %% ../../nbs/api/61_reconstruction.ipynb #ce56f8bb
 def reconstruct(model, x_B3HW):
-    "`(x_hat, info)` for a `CODATokenizer` (indices, f, f_hat) or a `ContinuousVAE` (f only)."
+    "`(x_hat, info)` for a tokenizer (its tokens as `indices`, `f`, `f_hat`, from its `encode`) or a `ContinuousVAE` (`f` only)."
     if hasattr(model, 'decode_indices'):
-        e = model.encode(x_B3HW)
-        return model.decode_indices(e.indices), dict(indices=e.indices, f=e.f, f_hat=e.f_hat)
+        e = model.encode(x_B3HW)                                  # a TokenizerOutput, no losses
+        return model.decode_indices(e.tokens), dict(indices=e.tokens, f=e.f, f_hat=e.f_hat)
     f = model.encode(x_B3HW)
     return model.decode(f), dict(f=f)
 

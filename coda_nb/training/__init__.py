@@ -6,16 +6,18 @@ Docs: https://coda-nb.github.io/coda_nb/api/training.html.md"""
 
 # %% auto #0
 __all__ = ['TrainerConfig', 'Task', 'Part', 'Callback', 'fit', 'export_model', 'EMA', 'lr_factor', 'save_checkpoint',
-           'load_checkpoint', 'CODATrainConfig', 'CODATask', 'train', 'export_tokenizer', 'LatentBitTrainConfig',
-           'LatentBitTask', 'train_latentbit', 'MaskGITTrainConfig', 'GeneratorTask', 'train_maskgit']
+           'load_checkpoint', 'TokenizerTrainConfig', 'TokenizerTask', 'train_tokenizer', 'CODATrainConfig', 'CODATask',
+           'train', 'export_tokenizer', 'LatentBitTrainConfig', 'LatentBitTask', 'train_latentbit',
+           'MaskGITTrainConfig', 'GeneratorTask', 'train_maskgit']
 
-# %% ../../nbs/api/79_training.ipynb #c2ddb464
+# %% ../../nbs/api/79_training.ipynb #78aaef63
 from .loop import TrainerConfig, Task, Part, Callback, fit, export_model
 from .ema import EMA
 from .schedules import lr_factor
 from .checkpoint import save_checkpoint, load_checkpoint
+from .tokenizer import TokenizerTrainConfig, TokenizerTask, train_tokenizer
 from .coda import CODATrainConfig, CODATask, train, export_tokenizer
 from .latentbit import LatentBitTrainConfig, LatentBitTask, train_latentbit
 from .maskgit import MaskGITTrainConfig, GeneratorTask, train_maskgit
 
-_all_ = ['TrainerConfig', 'Task', 'Part', 'Callback', 'fit', 'export_model', 'EMA', 'lr_factor', 'save_checkpoint', 'load_checkpoint', 'CODATrainConfig', 'CODATask', 'train', 'export_tokenizer', 'LatentBitTrainConfig', 'LatentBitTask', 'train_latentbit', 'MaskGITTrainConfig', 'GeneratorTask', 'train_maskgit']
+_all_ = ['TrainerConfig', 'Task', 'Part', 'Callback', 'fit', 'export_model', 'EMA', 'lr_factor', 'save_checkpoint', 'load_checkpoint', 'TokenizerTrainConfig', 'TokenizerTask', 'train_tokenizer', 'CODATrainConfig', 'CODATask', 'train', 'export_tokenizer', 'LatentBitTrainConfig', 'LatentBitTask', 'train_latentbit', 'MaskGITTrainConfig', 'GeneratorTask', 'train_maskgit']
