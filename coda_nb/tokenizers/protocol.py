@@ -14,7 +14,7 @@ from ..token_kinds import TokenSpec
 _all_ = ['TokenSpec']   # re-exported: the layout of a tokenizer's tokens lives with the token kinds
 
 # %% auto #0
-__all__ = ['Tokenizer', 'check_tokenizer', 'TokenizerOutput', 'resolved_annotations', 'init_params', 'check_pixels', 'TokenSpec']
+__all__ = ['Tokenizer', 'check_tokenizer', 'TokenizerOutput', 'init_params', 'check_pixels', 'TokenSpec']
 
 # %% ../../nbs/api/51_protocol.ipynb #9043c24e
 @runtime_checkable
@@ -31,7 +31,7 @@ def check_tokenizer(obj):
     if missing: raise TypeError(f'{type(obj).__name__} does not follow the tokenizer protocol: no {", ".join(missing)}')
     return obj
 
-# %% ../../nbs/api/51_protocol.ipynb #4f13e95a
+# %% ../../nbs/api/51_protocol.ipynb #4cf3bf35
 _OLD_FIELDS = dict(indices=('tokens', lambda o: o.tokens), quant_loss=("losses['quant']", lambda o: o.losses.get('quant')),
                    entropy_loss=("losses['entropy']", lambda o: o.losses.get('entropy')),
                    commit_loss=("losses['commit']", lambda o: o.losses.get('commit')))
@@ -57,12 +57,6 @@ class TokenizerOutput(NamedTuple):
         extra = tuple.__getitem__(self, 5)
         if name in extra: return extra[name]
         raise AttributeError(f'TokenizerOutput has no field {name!r}; fields: {", ".join(self._fields)}; extra: {", ".join(extra) or "none"}')
-
-def resolved_annotations(cls):
-    "Class decorator: resolve `cls`'s own (string) annotations now, while the names they use exist (a config class defined in a notebook may be used after its namespace is gone)."
-    own = cls.__dict__.get('__annotations__', {})
-    own.update({k: v for k, v in typing.get_type_hints(cls).items() if k in own})
-    return cls
 
 def init_params(cls) -> list[str]:
     "The keyword parameters of `cls.__init__` (following `**kwargs` up the class hierarchy): what a config may pass it."
