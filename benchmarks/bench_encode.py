@@ -67,7 +67,7 @@ def worker(preset, path, batch, repeats, threads, idx_path):
     tok = build_tokenizer(preset, vae=vae).eval()
     x = photo_batch(batch, tok.image_size, split='test')
     run = dict(encode_indices=lambda: tok.encode_indices(x), materialising=lambda: materialising_encode(tok, x),
-               encode_losses=lambda: tok.encode(x, losses=True).indices,
+               encode_losses=lambda: tok.encode(x, losses=True).tokens,
                vae_encode=lambda: tok.vae.encode(x))[path]
     with torch.no_grad():                                          # warm-up: VAE kernels, quantizer kernels at small V
         tok.vae.encode(x[:1, :, :32, :32])

@@ -62,7 +62,7 @@ def worker(name, batch, repeats, threads):
                 tokens_per_s=dict(tokenize=batch * tpi / best_tok, decode=batch * tpi / best_dec,
                                   roundtrip=batch * tpi / (best_tok + best_dec)),
                 model_rss_mib=rss0 / 1024, peak_mem_mib=peak_kb / 1024,
-                indices_match_forward=all(bool((a == b).all()) for a, b in zip(idx, ref.indices)),
+                indices_match_forward=all(bool((a == b).all()) for a, b in zip(idx, ref.tokens)),
                 decode_max_abs_diff_vs_forward=float((y - ref.x_hat).abs().max()))
 
 

@@ -34,7 +34,7 @@ def worker(preset, mode, warmup, steps, threads):
     vae_path = str(taef2_path()) if preset == 'coda-taef2-tiny' else None
     with tempfile.TemporaryDirectory() as d:
         latent = dict(latent_only=True, lora_encoder=False) if mode == 'latent_only' else {}
-        cfg = T.TrainConfig.from_preset(preset, steps=warmup + steps, n_train=64, data='photos', out=d, vae_path=vae_path,
+        cfg = T.CODATrainConfig.from_preset(preset, steps=warmup + steps, n_train=64, data='photos', out=d, vae_path=vae_path,
                                         ckpt_every=0, log_every=10**9, progress=False, ema=True, **latent)
         t = time.perf_counter()
         T.train(cfg, callbacks=[Stamp()])

@@ -12,7 +12,8 @@ from .core import exists, save_json, atomic_write
 from .data.photos import PhotoCrops
 from .data.images import image_grid
 from .tokenizers.coda import build_tokenizer
-from .training.coda import TrainConfig, train, export_tokenizer
+from .training.coda import CODATrainConfig, train
+from .training.loop import export_model
 from .eval.reconstruction import evaluate, metrics_table
 from .eval.metrics import StreamingFID, InceptionFeatures
 from .vae.base import BaseVAE
@@ -47,12 +48,12 @@ def run_demo(out='runs/demo', vae_path=None, size=64, n_train=1024, n_eval=128, 
         preset, vae_name = 'coda-small-kl-tiny', 'small KL-VAE (continuous)'
     tok = build_tokenizer(preset, vae_path=vpath, seed=seed, encoder=False)   # LoRA on the decoder: the encoder stays frozen
     common = dict(data='photos', image_size=size, n_train=n_train, seed=seed, progress=progress, ckpt_every=0, log_every=50)
-    warm = train(TrainConfig.from_preset(preset, out=str(out/'warmup'), latent_only=True, steps=warmup_steps,
+    warm = train(CODATrainConfig.from_preset(preset, out=str(out/'warmup'), latent_only=True, steps=warmup_steps,
                                          batch_size=warmup_batch, lr=1e-3, ema=False, **common), tokenizer=tok)
-    joint = train(TrainConfig.from_preset(preset, out=str(out/'joint'), steps=joint_steps, batch_size=joint_batch,
+    joint = train(CODATrainConfig.from_preset(preset, out=str(out/'joint'), steps=joint_steps, batch_size=joint_batch,
                                           lr=5e-4, ema=False, **common), tokenizer=warm['tokenizer'])
     tok = joint['tokenizer'].eval()
-    export_tokenizer(joint, out/'tokenizer')
+    export_model(joint, out/'tokenizer')
     train_time = time.time() - t0
 
     held_out = PhotoCrops(size=size, n=n_eval, split='test', seed=seed)

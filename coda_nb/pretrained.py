@@ -11,12 +11,13 @@ from pathlib import Path
 import torch
 from torch import nn
 from safetensors import safe_open
+from huggingface_hub import PyTorchModelHubMixin
 from safetensors.torch import load_file, save_file
 from .core import atomic_write, save_json
 
 # %% auto #0
 __all__ = ['CONFIG_FILE', 'WEIGHTS_FILE', 'load_checked', 'config_hash', 'weights_digest', 'strip_paths',
-           'read_pretrained_config', 'PretrainedMixin', 'load_pretrained']
+           'read_pretrained_config', 'resolve_pretrained', 'PretrainedMixin', 'load_pretrained']
 
 # %% ../nbs/api/03_pretrained.ipynb #4a3a2093
 def _head(xs, n=5): return f'{list(xs)[:n]}' + (' ...' if len(xs) > n else '')
@@ -77,7 +78,9 @@ def read_pretrained_config(folder) -> dict:
     "`folder/config.json`, with errors that name the file."
     folder = Path(folder)
     for f in (CONFIG_FILE, WEIGHTS_FILE):
-        if not (folder/f).is_file(): raise FileNotFoundError(f'{folder}: no {f} (expected a folder written by save_pretrained)')
+        if not (folder/f).is_file():
+            why = '' if folder.is_dir() else ' (no such folder)'
+            raise FileNotFoundError(f'{folder}: no {f}{why}; expected a folder written by save_pretrained, or a hub repo id such as org/name')
     try: cfg = json.loads((folder/CONFIG_FILE).read_text())
     except json.JSONDecodeError as e: raise ValueError(f'{folder/CONFIG_FILE} is not valid JSON ({e}); truncated or edited?') from e
     if not isinstance(cfg, dict) or '_class' not in cfg:
@@ -89,8 +92,47 @@ def _weights_metadata(f: Path) -> dict:
         with safe_open(str(f), 'pt') as h: return h.metadata() or {}
     except Exception as e: raise ValueError(f'{f} is not a readable safetensors file: {e}') from e
 
-class PretrainedMixin:
-    "`save_pretrained` / `from_pretrained` for an `nn.Module` whose description is `self.config` (a JSON-able dict)."
+# %% ../nbs/api/03_pretrained.ipynb #c4e59f1f
+def _is_repo_id(name: str) -> bool:
+    "Whether `name` can be a hub repo id (`name` or `org/name`) rather than only a path."
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    try: validate_repo_id(name); return not name.startswith(('.', '~'))
+    except HFValidationError: return False
+
+def resolve_pretrained(name_or_folder, *, revision: str|None = None, cache_dir=None, local_files_only: bool = False,
+                       token=None, force_download: bool = False) -> Path:
+    "The local folder behind `name_or_folder`: the folder itself, or the hub snapshot of a repo id (downloaded, or taken from the cache)."
+    if Path(name_or_folder).expanduser().is_dir() or not _is_repo_id(str(name_or_folder)): return Path(name_or_folder).expanduser()
+    from huggingface_hub import snapshot_download
+    try:
+        return Path(snapshot_download(str(name_or_folder), revision=revision, cache_dir=cache_dir, local_files_only=local_files_only,
+                                      token=token, force_download=force_download, allow_patterns=[CONFIG_FILE, WEIGHTS_FILE, 'README.md']))
+    except Exception as e:
+        raise FileNotFoundError(f'{name_or_folder!s}: not a local folder, and as a hub repo id it could not be fetched '
+                                f'({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}). Pass a folder written by '
+                                f'save_pretrained, or download the repository where the hub is reachable (it is then read '
+                                f'from the cache, also offline).') from e
+
+# %% ../nbs/api/03_pretrained.ipynb #ccf6820f
+_CARD = """---
+{{ card_data }}
+---
+
+# {{ name }}
+
+A `coda_nb` model, `{{ klass }}` (config hash `{{ config_hash }}`), saved with `save_pretrained`.
+
+```python
+from coda_nb import load_pretrained
+model = load_pretrained("this/folder-or-repo-id")
+```
+
+The folder holds `config.json` (the config, with `_class` and `_module`) and `model.safetensors`, whose metadata records
+the config hash; loading refuses a pair that does not belong together.
+"""
+
+class PretrainedMixin(PyTorchModelHubMixin, library_name='coda_nb', tags=['coda_nb'], model_card_template=_CARD):
+    "`save_pretrained` / `from_pretrained` / `push_to_hub` for an `nn.Module` whose description is `self.config` (a JSON-able dict)."
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw); _CLASSES[f'{cls.__module__}.{cls.__qualname__}'] = cls
 
@@ -99,20 +141,40 @@ class PretrainedMixin:
         "The architecture of `config` with meta (or throw-away) tensors, ready for `load_checked`."
         raise NotImplementedError(f'{cls.__name__} must define _empty_for_loading(config)')
 
-    def save_pretrained(self, folder) -> Path:
-        "Write `config.json` + `model.safetensors` to `folder`, atomically; returns the folder."
-        folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-        record = dict(_class=type(self).__name__, _module=_module_of(type(self)), **strip_paths(self.config))
+    def _record(self) -> dict: return dict(_class=type(self).__name__, _module=_module_of(type(self)), **strip_paths(self.config))
+
+    def _save_pretrained(self, save_directory: Path):
+        "The hub mixin's hook: `model.safetensors` (metadata: the config hash), `config.json` and the model card, each atomically."
+        record = self._record(); h = config_hash(record)
         sd = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        meta = dict(format='pt', config_hash=config_hash(record), _class=record['_class'])
-        atomic_write(folder/WEIGHTS_FILE, lambda t: save_file(sd, t, metadata=meta))
-        save_json(record, folder/CONFIG_FILE)
-        return folder
+        atomic_write(save_directory/WEIGHTS_FILE, lambda t: save_file(sd, t, metadata=dict(format='pt', config_hash=h, _class=record['_class'])))
+        save_json(record, save_directory/CONFIG_FILE)
+        card = self.generate_model_card(name=record['_class'], klass=f"{record['_module']}.{record['_class']}", config_hash=h)
+        atomic_write(save_directory/'README.md', lambda t: Path(t).write_text(str(card)))
+
+    def save_pretrained(self, save_directory, **kw) -> Path:
+        "Write `config.json`, `model.safetensors` and a model card (`README.md`) to `save_directory`, a folder that is a hub repository as it stands; returns the folder. `push_to_hub=True, repo_id=...` also uploads it (the hub mixin's)."
+        url = super().save_pretrained(save_directory, **kw)
+        return url if kw.get('push_to_hub') else Path(save_directory)
 
     @classmethod
-    def from_pretrained(cls, folder, device='cpu'):
-        "Load a folder written by `save_pretrained`, checking that `config.json` and `model.safetensors` belong together."
-        folder = Path(folder); record = read_pretrained_config(folder)
+    def from_pretrained(cls, pretrained_model_name_or_path, device='cpu', *, revision: str|None = None, cache_dir=None,
+                        local_files_only: bool = False, token=None, force_download: bool = False):
+        "Load a folder written by `save_pretrained`, or a hub repo id (downloaded, or read from the cache), checking that `config.json` and `model.safetensors` belong together."
+        folder = resolve_pretrained(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir,
+                                    local_files_only=local_files_only, token=token, force_download=force_download)
+        return cls._load_folder(folder, device)
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision=None, cache_dir=None, force_download=False, local_files_only=False,
+                         token=None, map_location: str = 'cpu', **ignored):
+        "The hub mixin's loading hook, for code that calls `ModelHubMixin.from_pretrained` itself."
+        return cls.from_pretrained(model_id, map_location, revision=revision, cache_dir=cache_dir,
+                                   local_files_only=local_files_only, token=token, force_download=force_download)
+
+    @classmethod
+    def _load_folder(cls, folder: Path, device='cpu'):
+        record = read_pretrained_config(folder)
         meta = _weights_metadata(folder/WEIGHTS_FILE)
         if meta.get('config_hash') != config_hash(record):
             raise ValueError(f'{folder/CONFIG_FILE} does not match {folder/WEIGHTS_FILE}: the weights were saved with config hash '
@@ -125,7 +187,7 @@ class PretrainedMixin:
         model = load_checked(klass._empty_for_loading(config), sd, str(folder/WEIGHTS_FILE), f'the {klass.__name__} described by {folder/CONFIG_FILE}')
         return model.to(device).eval()
 
-def load_pretrained(folder, device='cpu'):
-    "Load any model saved with `save_pretrained`, choosing the class recorded in its `config.json`."
-    record = read_pretrained_config(folder)
-    return _find_class(record, None, Path(folder)/CONFIG_FILE).from_pretrained(folder, device)
+def load_pretrained(name_or_folder, device='cpu', **hub_kw):
+    "Load any model saved with `save_pretrained` (a folder, or a hub repo id; `hub_kw`: `revision`, `cache_dir`, `local_files_only`, `token`), choosing the class recorded in its `config.json`."
+    folder = resolve_pretrained(name_or_folder, **hub_kw)
+    return _find_class(read_pretrained_config(folder), None, folder/CONFIG_FILE)._load_folder(folder, device)

@@ -350,7 +350,6 @@ def test_real_site(browser, builds):
         if has_tex and reports[page]['katex'] == 0: problems.append(f'{page}: its notebook has TeX but the page shows no typeset math')
     assert not problems, '\n'.join(problems)
 
-@pytest.mark.xfail(strict=False, reason='the pages of the notebooks in test_public_text.PENDING still break the rules')
 def test_site_public_text(builds):
     "The built pages (text, code, saved outputs; not embedded images, not KaTeX) pass tests/test_public_text.py's rules."
     sys.path.insert(0, str(ROOT/'tests'))
