@@ -6,26 +6,27 @@ Docs: https://coda-nb.github.io/coda_nb/api/tokens.html.md"""
 
 # %% ../../nbs/api/44_tokens.ipynb #62992896
 from __future__ import annotations
-import json, torch
+import hashlib, json, torch
 from collections import namedtuple
 from pathlib import Path, PurePosixPath
 from torch.utils.data import DataLoader
 from safetensors import safe_open
-from safetensors.torch import save_file, load_file
+from safetensors.torch import save_file, load_file, load as load_safetensors
 from tqdm.auto import tqdm
 from ..core import exists, default, atomic_write, save_json
 from ..pretrained import strip_paths
 from .images import IMG_EXTENSIONS, skipped_files
 from ..token_kinds import TokenSpec, token_kind
+from .integrity import IntegrityError, read_json, read_verified, read_sealed, seal, sha256_hex, writer_lock
 
 # %% auto #0
 __all__ = ['FORMAT', 'MANIFEST', 'Shard', 'TokenizeResult', 'Tokens', 'index_dtype', 'shard_name', 'level_key', 'fingerprint',
-           'dataset_item', 'make_manifest', 'read_manifest', 'check_manifest', 'shard_metadata', 'load_shard',
-           'image_indices', 'tokenize_folder', 'iter_shards', 'read_shards', 'TokenSequences', 'check_tokens',
-           'indices_to_images', 'png_name', 'decode_shards']
+           'dataset_item', 'make_manifest', 'read_manifest', 'save_manifest', 'tensors_digest', 'content_digest',
+           'check_manifest', 'shard_metadata', 'load_shard', 'image_indices', 'tokenize_folder', 'iter_shards',
+           'read_shards', 'TokenSequences', 'check_tokens', 'indices_to_images', 'png_name', 'decode_shards']
 
 # %% ../../nbs/api/44_tokens.ipynb #3e66ce7d
-FORMAT = 'coda-tokens/1'
+FORMAT = 'coda-tokens/2'          # 2: a sealed manifest and a SHA-256 per shard
 MANIFEST = 'manifest.json'
 
 def index_dtype(codebook_size: int) -> torch.dtype:
@@ -61,10 +62,11 @@ class _Items(torch.utils.data.Dataset):
     def __getitem__(self, j): return dataset_item(self.ds, self.idx[j])
 
 # %% ../../nbs/api/44_tokens.ipynb #2a9cc017
-_MUST_AGREE = ('format', 'config_hash', 'weights_digest', 'image_size', 'n_images', 'shard_size', 'data')
+_MUST_AGREE = ('format', 'config_hash', 'weights_digest', 'image_size', 'n_images', 'shard_size', 'data', 'data_id')
 
-def make_manifest(tokenizer, n_images: int, image_size: int|None, shard_size: int, data=None, skipped: list|None = None) -> dict:
-    "The manifest of tokenizing `n_images` images of `image_size` px (the tokenizer's by default) into shards of `shard_size`; `skipped`: the unreadable files left out."
+def make_manifest(tokenizer, n_images: int, image_size: int|None, shard_size: int, data=None, skipped: list|None = None,
+                  data_id: str|None = None) -> dict:
+    "The manifest of tokenizing `n_images` images of `image_size` px (the tokenizer's by default) into shards of `shard_size`; `skipped`: the unreadable files left out; `data_id`: the dataset's `content_id` (what it holds), if it has one."
     spec = tokenizer.token_spec
     image_size = default(image_size, spec.image_size)
     if exists(spec.image_size) and image_size != spec.image_size:
@@ -76,25 +78,50 @@ def make_manifest(tokenizer, n_images: int, image_size: int|None, shard_size: in
     return dict(format=FORMAT, **fingerprint(tokenizer), tokenizer_config=strip_paths(getattr(tokenizer, 'config', {})),
                 token_spec=spec.to_dict(), scales=[list(s) for s in spec.levels], levels=L, codebook_size=V,
                 dtype=str(_storage_dtype(spec)).removeprefix('torch.'), tokens_per_image=spec.tokens_per_image, bits=spec.bits,
-                image_size=image_size, latent_size=image_size // spec.downsample, data=data,
+                image_size=image_size, latent_size=image_size // spec.downsample, data=data, data_id=data_id,
                 n_images=n_images, shard_size=shard_size, n_shards=len(shards), shards=shards,
                 keys=[level_key(l) for l in range(L)] + ['labels'])   | (
                 {} if skipped is None else dict(n_skipped=len(skipped), skipped_files=skipped))
 
+_FIX = 'tokenize again into a new --out folder'
+
 def read_manifest(tok_dir) -> dict:
-    "`TOKDIR/manifest.json`, with a clear error when the folder holds no tokens."
+    "`TOKDIR/manifest.json`, its seal and structure checked, with errors that name the file."
     f = Path(tok_dir)/MANIFEST
     if not f.is_file(): raise FileNotFoundError(f'{tok_dir}: no {MANIFEST} (expected a folder written by coda tokenize)')
-    m = json.loads(f.read_text())
-    if m.get('format') != FORMAT: raise ValueError(f'{f}: format {m.get("format")!r}, expected {FORMAT!r}')
+    m = read_json(f, 'token manifest', _FIX)
+    if m.get('format') != FORMAT:
+        old = str(m.get('format', '')).startswith('coda-tokens/')
+        raise ValueError(f'{f}: format {m.get("format")!r}, expected {FORMAT!r}' + (f' (written by an older coda_nb); {_FIX}' if old else ''))
+    m = read_sealed(f, 'token manifest', _FIX)
+    sh, size = m.get('shards'), m.get('shard_size')
+    ok = isinstance(sh, list) and len(sh) == m.get('n_shards') and all(isinstance(s, dict) for s in sh) and isinstance(size, int) \
+         and [s.get('start') for s in sh] == [k * size for k in range(len(sh))] and sum(s.get('count', 0) for s in sh) == m.get('n_images')
+    if not ok: raise IntegrityError(f'{f}: the shard list does not add up to n_images={m.get("n_images")}; {_FIX}')
     return m
+
+def save_manifest(m: dict, tok_dir) -> Path:
+    "Write `m`, sealed, as `TOKDIR/manifest.json` (atomically)."
+    return save_json(seal(m), Path(tok_dir)/MANIFEST)
+
+def tensors_digest(tensors: dict, ids: list) -> str:
+    "SHA-256 of a shard's content: its tensors' bytes in key order and its ids (not the file's bytes, whose header order may vary)."
+    h = hashlib.sha256()
+    for k in sorted(tensors): h.update(k.encode()); h.update(tensors[k].contiguous().numpy().tobytes())
+    h.update(json.dumps(ids).encode()); return h.hexdigest()
+
+def content_digest(m: dict) -> str|None:
+    "The digest of every shard's content, in order: what a model trained on these tokens records (None until every shard is written)."
+    if not all(s.get('content') for s in m['shards']): return None
+    return sha256_hex(''.join(s['content'] for s in m['shards']).encode(), 16)
 
 def check_manifest(old: dict, new: dict, where=''):
     "Raise if two manifests disagree on what goes into the shards."
     bad = [k for k in _MUST_AGREE if json.dumps(old.get(k), sort_keys=True) != json.dumps(new.get(k), sort_keys=True)]
     if bad:
         diff = '; '.join(f'{k}: {old.get(k)!r} there, {new.get(k)!r} now' for k in bad)
-        raise ValueError(f'{where} holds tokens made differently ({diff}). Use a new --out folder, or the tokenizer/data that made them.')
+        why = ' (data_id: the source holds other files than when these tokens were made)' if 'data_id' in bad else ''
+        raise ValueError(f'{where} holds tokens made differently ({diff}){why}. Use a new --out folder, or the tokenizer/data that made them.')
 
 # %% ../../nbs/api/44_tokens.ipynb #96fcc884
 Shard = namedtuple('Shard', 'indices labels ids')
@@ -109,6 +136,13 @@ def _check_shard_meta(meta: dict, manifest: dict, k: int, f):
         raise ValueError(f'{f}: shard {meta.get("shard")} of images {meta.get("start")}+{meta.get("count")}, '
                          f'expected shard {k} of images {want["start"]}+{want["count"]}')
 
+def _parse_safetensors(raw: bytes, f) -> tuple[dict, dict]:
+    "Tensors and string metadata of a safetensors file's bytes."
+    try:
+        n = int.from_bytes(raw[:8], 'little'); header = json.loads(raw[8:8 + n])
+        return load_safetensors(raw), header.get('__metadata__') or {}
+    except Exception as e: raise IntegrityError(f'{f}: not a readable safetensors file ({e}); {_FIX}') from e
+
 def shard_metadata(path) -> dict:
     "The string metadata of a safetensors file (empty dict if none)."
     try:
@@ -119,8 +153,11 @@ def load_shard(tok_dir, k: int, manifest: dict|None = None) -> Shard:
     "Shard `k` of `tok_dir`, checked: indices (list of `N x s x s` int64 per level), labels, ids."
     m = default(manifest, lambda: read_manifest(tok_dir)); f = Path(tok_dir)/shard_name(k)
     if not f.is_file(): raise FileNotFoundError(f'{f}: missing (tokenization not finished? rerun coda tokenize to resume)')
-    meta = shard_metadata(f); _check_shard_meta(meta, m, k, f)
-    t, n, V = load_file(f), m['shards'][k]['count'], m['codebook_size']
+    digest = m['shards'][k].get('sha256')
+    if not digest: raise FileNotFoundError(f'{f}: not recorded in {MANIFEST} (its writer stopped before recording it); rerun coda tokenize to finish')
+    raw = read_verified(f, digest, 'token shard', f'{_FIX}, or rerun coda tokenize after deleting this shard')   # hashed while read
+    t, meta = _parse_safetensors(raw, f); _check_shard_meta(meta, m, k, f)
+    n, V = m['shards'][k]['count'], m['codebook_size']
     indices = []
     for l, s in enumerate(m['scales']):
         key = level_key(l)
@@ -158,16 +195,28 @@ def _check_ids(ids, k, seen: dict, where):
 def tokenize_folder(tokenizer, dataset, out_dir, shard_size: int = 1024, batch_size: int = 16,
                     rank: int = 0, world: int = 1, max_shards: int|None = None, data=None, num_workers: int = 0,
                     progress: bool = True) -> TokenizeResult:
-    "Write the tokens of `dataset` to `out_dir` (this rank's shards `k % world == rank`), skipping finished shards."
+    "Write the tokens of `dataset` to `out_dir` (this rank's shards `k % world == rank`), skipping finished shards; one writer per rank slot."
     out = Path(out_dir); n = len(dataset)
     if n == 0: raise ValueError('tokenize_folder: the dataset is empty')
     if not 0 <= rank < world: raise ValueError(f'rank {rank} outside [0, {world})')
     size = dataset_item(dataset, 0)[0].shape[-1]
-    m = make_manifest(tokenizer, n, size, shard_size, data, skipped_files(dataset))
-    if (out/MANIFEST).is_file(): check_manifest(read_manifest(out), m, str(out))
-    else: save_json(m, out/MANIFEST)
+    m = make_manifest(tokenizer, n, size, shard_size, data, skipped_files(dataset), getattr(dataset, 'content_id', None))
+    with writer_lock(out, f'tokenize-{rank}-of-{world}'):
+        with writer_lock(out, 'manifest', wait=120):         # checked-or-written as one step: two runs cannot both start a folder
+            if (out/MANIFEST).is_file(): old = read_manifest(out); check_manifest(old, m, str(out)); m = old
+            else: save_manifest(m, out)
+        return _tokenize_shards(tokenizer, dataset, out, m, rank, world, max_shards, batch_size, num_workers, progress)
+
+def _record_shard(out: Path, k: int, digest: str, content: str) -> dict:
+    "Record shard `k`'s SHA-256 (file) and content digest in the manifest (the folder's once every shard is in), under the manifest lock."
+    with writer_lock(out, 'manifest', wait=120):
+        m = read_manifest(out); m['shards'][k] |= dict(sha256=digest, content=content)
+        m['content_digest'] = content_digest(m); save_manifest(m, out)
+    return m
+
+def _tokenize_shards(tokenizer, dataset, out, m, rank, world, max_shards, batch_size, num_workers, progress) -> TokenizeResult:
     mine = [k for k in range(m['n_shards']) if k % world == rank]
-    done = [k for k in mine if (out/shard_name(k)).is_file()]
+    done = [k for k in mine if (out/shard_name(k)).is_file() and m['shards'][k].get('sha256')]   # unrecorded: written again
     seen = {}                           # image id -> shard: an id twice would overwrite a decoded PNG
     for k in done:
         meta = shard_metadata(out/shard_name(k)); _check_shard_meta(meta, m, k, out/shard_name(k))
@@ -191,7 +240,9 @@ def tokenize_folder(tokenizer, dataset, out_dir, shard_size: int = 1024, batch_s
             tensors = {level_key(l): torch.cat(v).contiguous() for l, v in enumerate(levels)} | dict(labels=torch.cat(labels))
             meta = dict(format=FORMAT, config_hash=m['config_hash'], weights_digest=m['weights_digest'], shard=str(k),
                         start=str(s['start']), count=str(s['count']), ids=json.dumps(ids))
-            atomic_write(out/shard_name(k), lambda t: save_file(tensors, t, metadata=meta))
+            digest = []
+            atomic_write(out/shard_name(k), lambda t: (save_file(tensors, t, metadata=meta), digest.append(sha256_hex(Path(t).read_bytes()))))
+            m = _record_shard(out, k, digest[0], tensors_digest(tensors, ids))
     finally:
         pbar.close(); tokenizer.train(was_training)
     return TokenizeResult(m, todo, done)
@@ -231,6 +282,7 @@ class TokenSequences(torch.utils.data.Dataset):
             raise ValueError(f'sequences of {seq.shape[1]} tokens do not match the token spec ({spec.tokens_per_image} per image)')
         token_kind(spec).check_sequences(seq)
         self.seq, self.labels, self.spec, self.fingerprint = seq, torch.as_tensor(labels, dtype=torch.long), spec, fingerprint
+        self.content_digest = None
     @classmethod
     def from_folder(cls, tok_dir) -> TokenSequences:
         "All shards of a `coda tokenize` folder (each checked against the manifest's fingerprint)."
@@ -239,7 +291,9 @@ class TokenSequences(torch.utils.data.Dataset):
         spec = TokenSpec.from_dict(m['token_spec']) if 'token_spec' in m else \
                TokenSpec('index', m['scales'], codebook_size=m['codebook_size'], image_size=m['image_size'])
         seq = token_kind(spec).from_storage(spec.flatten(t.indices))      # bits: stored 0/1, fed to the model as ±1
-        return cls(seq, t.labels, spec, dict(config_hash=m['config_hash'], weights_digest=m['weights_digest']))
+        ts = cls(seq, t.labels, spec, dict(config_hash=m['config_hash'], weights_digest=m['weights_digest']))
+        ts.content_digest = m.get('content_digest')       # what a model trained on them records (and a resume compares)
+        return ts
     @property
     def num_classes(self) -> int: return int(self.labels.max()) + 1 if len(self.labels) and self.labels.min() >= 0 else 0
     def __len__(self): return len(self.seq)
@@ -286,8 +340,14 @@ def decode_shards(tokenizer, tok_dir, out_dir, n: int|None = None, batch_size: i
     n = min(default(n, m['n_images']), m['n_images'])
     was_training = tokenizer.training; tokenizer.eval()
     paths, seen = [], {}
+    ks = [k for k in range(rank, m['n_shards'], world) if m['shards'][k]['start'] < n]
+    for k in ks:          # every PNG name first, from the shards' headers: a collision is found before anything is written
+        f, start = Path(tok_dir)/shard_name(k), m['shards'][k]['start']
+        for iid in json.loads(shard_metadata(f).get('ids', '[]') if f.is_file() else '[]')[:n - start]:
+            name = png_name(iid)
+            if name in seen: raise ValueError(f'{tok_dir}: image ids {seen[name]!r} and {iid!r} both map to {name}; nothing was written')
+            seen[name] = iid
     try:
-        ks = [k for k in range(rank, m['n_shards'], world) if m['shards'][k]['start'] < n]
         for k in tqdm(ks, desc='decode', unit='shard', disable=not progress):
             sh, start = load_shard(tok_dir, k, m), m['shards'][k]['start']
             take = min(len(sh.ids), n - start)
@@ -295,9 +355,6 @@ def decode_shards(tokenizer, tok_dir, out_dir, n: int|None = None, batch_size: i
                 e = min(b + batch_size, take)
                 x = indices_to_images(tokenizer, [i[b:e] for i in sh.indices], m['image_size'])
                 for x_i, iid in zip(x, sh.ids[b:e]):
-                    name = png_name(iid)
-                    if name in seen: raise ValueError(f'image ids {seen[name]!r} and {iid!r} both map to {name}')
-                    seen[name] = iid
-                    _save_png(x_i, out/name); paths.append(out/name)
+                    _save_png(x_i, out/png_name(iid)); paths.append(out/png_name(iid))
     finally: tokenizer.train(was_training)
     return paths
