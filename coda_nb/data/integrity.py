@@ -1,5 +1,4 @@
-"""Digests checked while reading, sealed JSON records, and one writer per folder: what keeps a stored artefact from
-being silently damaged, edited or mixed.
+"""Digests checked while reading, sealed JSON records, and one writer per folder: what keeps a stored artefact from being silently damaged, edited or mixed.
 
 Docs: https://coda-nb.github.io/coda_nb/api/integrity.html.md"""
 
