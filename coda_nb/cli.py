@@ -6,7 +6,7 @@ Docs: https://coda-nb.github.io/coda_nb/api/cli.html.md"""
 
 # %% ../nbs/api/80_cli.ipynb #c351c5d4
 from __future__ import annotations
-import argparse, dataclasses, json, os, sys
+import argparse, dataclasses, json, math, os, shlex, sys, traceback
 from functools import partial
 from pathlib import Path
 from .core import exists, default, cpu_only, save_json, atomic_write, end_distributed
@@ -16,8 +16,8 @@ from .weights import MissingWeightsError
 # %% auto #0
 __all__ = ['TRAIN_FLAGS', 'EXPORT_FOLDER', 'COMMANDS', 'USER_ERRORS', 'train_alias', 'eval_alias', 'tokenize_alias',
            'decode_alias', 'demo_alias', 'train_vae_alias', 'build_parser', 'cmd_train', 'cmd_eval', 'cmd_tokenize',
-           'cmd_decode', 'cmd_demo', 'cmd_train_vae', 'preset_weights', 'cmd_presets', 'cmd_sample', 'cmd_fid', 'main',
-           'run']
+           'cmd_decode', 'cmd_demo', 'cmd_train_vae', 'preset_weights', 'cmd_presets', 'check_sample_flags',
+           'cmd_sample', 'cmd_fid', 'main', 'run']
 
 # %% ../nbs/api/80_cli.ipynb #f0d1de95
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--resume-from', default=None, metavar='CHECKPOINT', help='continue from this checkpoint folder (--resume, the newest, wins if both are given)')
     t.add_argument('--strict', action='store_true', help='stop at an unreadable image file in --data (named) instead of skipping it')
     t.add_argument('--allow-config-change', action='store_true', help='resume even if the training config changed')
+    t.add_argument('--allow-data-change', action='store_true',
+                   help='resume even if the training data changed (files added, removed or edited; tokens re-made); the change is recorded')
+    t.add_argument('--overwrite', action='store_true', help='start over in an --out folder that holds a run, removing that run')
     _common(t, 'runs/train')
     t.add_argument('overrides', nargs='*', metavar='key=value', help='training options and model keys, bare or dotted: steps=300 codebook_size=512 '
                    'quantizer.codebook_size=512 (`coda presets --show PRESET` lists both)')
@@ -86,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--batch-size', type=int, default=16, help='images per batch')
     _common(d)
     from coda_nb.demo import DEMO
+    from coda_nb.eval.generation import SAMPLE_RANGES
     m = sub.add_parser('demo', help='train a CODA tokenizer on photo crops (CPU) and compare it with its continuous VAE', formatter_class=_Formatter)
     for kk, v in DEMO.items(): m.add_argument(f'--{kk.replace("_", "-")}', type=type(v), default=v)
     m.add_argument('--vae-path', default=None, help='the TAEF2 folder (taef2_encoder.pth, taef2_decoder.pth)')
@@ -103,21 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--tokenizer', required=True, help='the tokenizer that made its training tokens')
     g.add_argument('--n', type=int, default=100, help='number of images')
     g.add_argument('--labels', default='balanced', help="'balanced' (each class in turn), 'random', or one class id")
-    g.add_argument('--steps', type=int, default=12, help='decoding steps')
+    g.add_argument('--steps', type=int, default=12, help='decoding steps (at least 1, at most one per token)')
     g.add_argument('--schedule', default='cosine', help="masked-count schedule: 'cosine', 'arccos', 'linear' or 'autonat-t8' (AutoNAT-L's searched 8 steps)")
-    g.add_argument('--guidance', type=float, default=0.0, help='w of cond + w (cond - uncond); 0: no guidance')
+    g.add_argument('--guidance', type=float, default=0.0, help='w >= 0 of cond + w (cond - uncond); 0: no guidance')
     g.add_argument('--ramp', default='constant', help="guidance over the steps: 'constant', 'linear' or 'power-cosine'")
-    g.add_argument('--temperature', type=float, default=1.0, help='sampling temperature')
-    g.add_argument('--gumbel', type=float, default=4.5, help='Gumbel temperature of the confidence (times 1 - t)')
+    g.add_argument('--temperature', type=float, default=1.0, help='sampling temperature >= 0; 0: greedy, each token the argmax of its logits')
+    g.add_argument('--gumbel', type=float, default=4.5, help='Gumbel temperature >= 0 of the confidence (times 1 - t); 0: reveal the most likely first')
     g.add_argument('--seed', type=int, default=0, help='seed: the same seed gives the same images')
     g.add_argument('--batch-size', type=int, default=100, help='images per batch')
     _common(g, 'runs/samples')
     f = sub.add_parser('fid', help='gFID of samples against reference statistics (or real images)', formatter_class=_Formatter)
-    f.add_argument('--samples', required=True, help='a samples.npz written by coda sample')
+    f.add_argument('--samples', required=True, help='a samples.npz written by coda sample (or any .npz whose images / arr_0 array is '
+                   'uint8 N x H x W x 3), or a folder of RGB PNG files of one size')
+    f.add_argument('--range', dest='value_range', choices=list(SAMPLE_RANGES), default=None,
+                   help='the value range of float samples, which are refused without it (write --range=-1-1 with the =); uint8 samples need none')
     f.add_argument('--ref', default=None, help='reference statistics .npz (mu, sigma, n)')
     f.add_argument('--real', default=None, help="or real images: an image folder, 'photos' or 'fashion-mnist'")
     f.add_argument('--split', default='test', help="split of --real 'photos' / 'fashion-mnist'")
-    f.add_argument('--size', type=int, default=None, help='size of the --real images (default: the samples\' size)')
+    f.add_argument('--size', type=int, default=None, help='size of the --real images: the samples\' own, which are never resized '
+                   '(default: the samples\' size; another is refused)')
     f.add_argument('--limit', type=int, default=None, help='first N real images (default: as many as samples)')
     f.add_argument('--save-ref', default=None, help='also save the --real statistics to this .npz')
     _common(f, 'runs/fid')
@@ -167,7 +175,8 @@ def cmd_train(a) -> list:
     cfg = m.train_config.from_preset(a.preset, **kw)
     task = m.task(strict=a.strict)
     # --resume (the newest checkpoint) wins over --resume-from: the resume line printed after an interruption appends it
-    r = fit(task, cfg, resume=a.resume or a.resume_from or False, allow_config_change=a.allow_config_change)
+    r = fit(task, cfg, resume=a.resume or a.resume_from or False, allow_config_change=a.allow_config_change,
+            overwrite=a.overwrite, allow_data_change=a.allow_data_change)
     out, acc = Path(cfg.out), r['accelerator']
     written = [out/'log.jsonl', out/'summary.json', out/'train_config.json']
     skipped = task.skipped_files()
@@ -275,12 +284,21 @@ def cmd_presets(a) -> list:
               'says where each is looked for and where to get it; commands take the path with --vae-path (VAEs) or vgg_path= / dino_path=')
     return []
 
+def check_sample_flags(a):
+    "Refuse `coda sample` flags no sampler can use, before anything is loaded: one line naming the flag and its value."
+    for flag, v, ok, need in (('--n', a.n, a.n >= 1, 'a whole number >= 1 (the number of images)'),
+                              ('--steps', a.steps, a.steps >= 1, 'a whole number >= 1'),
+                              ('--batch-size', a.batch_size, a.batch_size >= 1, 'a whole number >= 1'),
+                              ('--temperature', a.temperature, a.temperature >= 0, '>= 0 (0: greedy, each token the argmax of its logits)'),
+                              ('--gumbel', a.gumbel, a.gumbel >= 0, '>= 0 (0: no noise on the confidence)'),
+                              ('--guidance', a.guidance, a.guidance >= 0, '>= 0 (0: no guidance)')):
+        if not (ok and math.isfinite(v)): raise ConfigError(f'{flag} must be {need}, got {v}')
+
 def cmd_sample(a) -> list:
     import torch
     from coda_nb.eval.generation import sample_images, balanced_labels
     from coda_nb.generators.sampler import save_samples
-    if a.n < 1: raise ConfigError(f'--n must be at least 1, got {a.n}')
-    if a.temperature <= 0: raise ConfigError(f'--temperature must be > 0 (it divides the logits), got {a.temperature}; a small value such as 0.01 is nearly greedy')
+    check_sample_flags(a)
     model, tok = _load_tokenizer(a.model), _load_tokenizer(a.tokenizer)
     m = method_of(model.config)
     if m.family != 'generator' or not hasattr(model, 'sample'):
@@ -297,22 +315,26 @@ def cmd_sample(a) -> list:
     return files + [out/'sample_config.json']
 
 def cmd_fid(a) -> list:
-    import numpy as np
-    from coda_nb.eval.generation import image_stats, gfid, load_stats, save_stats
+    from coda_nb.eval.generation import image_stats, gfid, load_stats, save_stats, load_samples
     from coda_nb.eval.metrics import InceptionFeatures
-    if not Path(a.samples).is_file(): raise FileNotFoundError(f'{a.samples}: no such samples file (write one with coda sample)')
-    with np.load(a.samples, allow_pickle=False) as z: images = z['images']
+    from coda_nb.data.images import size_mismatch
+    if a.ref is None and a.real is None: raise ConfigError('give --ref STATS.npz or --real DATA')
+    s = load_samples(a.samples, a.value_range); images, name = s.images, Path(a.samples).name
+    H, W = images.shape[1:3]
+    if exists(a.size) and (H, W) != (a.size, a.size):       # scored at the size they were made: never resized to --size
+        raise ConfigError(size_mismatch(f'the samples in {name} are', (H, W), '--size asks for', a.size,
+                                        f'leave --size out (the reference images are then made {H} px, like the samples) or pass --size {H}; '
+                                        'samples are scored at their own size, never resized'))
     inc = InceptionFeatures()
     if exists(a.ref): ref, what = load_stats(a.ref), str(a.ref)
-    elif exists(a.real):
+    else:
         import torch
         from coda_nb.data.datasets import get_dataset
         ds = get_dataset(a.real, default(a.size, images.shape[1]), default(a.limit, len(images)), a.split)
         ref = image_stats(torch.stack([ds[i] if torch.is_tensor(ds[i]) else ds[i][0] for i in range(len(ds))]), inc)
         what = f'{_data_name(a.real)} {a.split}, first {len(ds)}, {default(a.size, images.shape[1])} px'
         if a.save_ref: save_stats(ref, a.save_ref, data=what)
-    else: raise ConfigError('give --ref STATS.npz or --real DATA')
-    r = gfid(image_stats(images, inc), ref, samples=str(a.samples), reference=what, images='uint8 (samples.npz)')
+    r = gfid(image_stats(images, inc), ref, samples=str(a.samples), reference=what, images=s.source)
     out = Path(a.out); save_json(r, out/'fid.json')
     print(f"gFID {r['fid']:.2f} ({r['n_samples']} samples vs {r['n_reference']} reference images; {what})")
     return [out/'fid.json'] + ([Path(a.save_ref)] if exists(a.real) and a.save_ref else [])
@@ -335,6 +357,12 @@ def main(argv=None) -> int:
         msg = str(e)
         print(f'coda {a.command}: error: {" ".join(msg.split())}', file=sys.stderr)
         return 2
+    except Exception:           # a bug in the package, not in what was typed: the traceback, then how to report it
+        if os.environ.get('CODA_DEBUG'): raise
+        traceback.print_exc()
+        print(f'coda {a.command}: internal error (a bug in coda_nb, not in the command): please report it with the traceback above '
+              f'and this command line: coda {shlex.join(argv)}', file=sys.stderr)
+        return 1
     end_distributed()      # under torchrun: every rank done before the gloo/NCCL group goes
     if written: print(f'coda {a.command}: wrote ' + ', '.join(str(w) for w in written[:8]) + (f' and {len(written) - 8} more' if len(written) > 8 else ''))
     return getattr(a, '_rc', 0)

@@ -49,9 +49,9 @@ def run_demo(out='runs/demo', vae_path=None, size=64, n_train=1024, n_eval=128, 
     tok = build_tokenizer(preset, vae_path=vpath, seed=seed, encoder=False)   # LoRA on the decoder: the encoder stays frozen
     common = dict(data='photos', image_size=size, n_train=n_train, seed=seed, progress=progress, ckpt_every=0, log_every=50)
     warm = train(CODATrainConfig.from_preset(preset, out=str(out/'warmup'), latent_only=True, steps=warmup_steps,
-                                         batch_size=warmup_batch, lr=1e-3, ema=False, **common), tokenizer=tok)
+                                         batch_size=warmup_batch, lr=1e-3, ema=False, **common), tokenizer=tok, overwrite=True)   # the demo's own folders: a rerun starts over
     joint = train(CODATrainConfig.from_preset(preset, out=str(out/'joint'), steps=joint_steps, batch_size=joint_batch,
-                                          lr=5e-4, ema=False, **common), tokenizer=warm['tokenizer'])
+                                          lr=5e-4, ema=False, **common), tokenizer=warm['tokenizer'], overwrite=True)
     tok = joint['tokenizer'].eval()
     export_model(joint, out/'tokenizer')
     train_time = time.time() - t0

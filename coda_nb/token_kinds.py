@@ -109,7 +109,8 @@ class TokenKind:
     def loss(self, logits, target, label_smoothing: float = 0.0): raise NotImplementedError
     def nll(self, logits, target): raise NotImplementedError   # summed nats
     def accuracy(self, logits, target): raise NotImplementedError
-    def sample(self, logits, temperature: float, generator=None): raise NotImplementedError   # (tokens, log p)
+    def sample(self, logits, temperature: float, generator=None): raise NotImplementedError   # (tokens, log p); temperature 0: greedy
+    def map_description(self, h: int, w: int) -> str: raise NotImplementedError              # a token map's accepted forms, for errors
     def where(self, cond_BL, a, b): return torch.where(cond_BL.reshape(cond_BL.shape + (1,) * len(self.feature_dims)), a, b)
     def describe(self) -> str: raise NotImplementedError
     def __repr__(self): return f'{type(self).__name__}({self.describe()})'
@@ -166,11 +167,15 @@ class IndexTokens(TokenKind):
     def nll(self, logits, target): return F.cross_entropy(logits.float(), target, reduction='sum')
     def accuracy(self, logits, target): return (logits.argmax(-1) == target).float().mean()
     def sample(self, logits, temperature, generator=None):
+        "A draw from softmax(logits / T), with its log p at T = 1; T = 0: the argmax (greedy, the first code on ties)."
         logp_all = logits.float().log_softmax(-1)
+        if temperature == 0:
+            new = logp_all.argmax(-1); return new, logp_all.gather(-1, new[:, None])[:, 0]
         cdf = (logp_all.exp() if temperature == 1 else (logits.float() / temperature).softmax(-1)).cumsum_(-1)
         u = torch.rand(len(cdf), 1, generator=generator, device=logits.device) * cdf[:, -1:]
         new = torch.searchsorted(cdf, u).clamp_(max=cdf.shape[-1] - 1)[:, 0]          # a draw from softmax(logits / T)
         return new, logp_all.gather(-1, new[:, None])[:, 0]
+    def map_description(self, h: int, w: int) -> str: return f'int64 indices B x {h} x {w}'
     def describe(self): return f'V={self.V}'
 
 # %% ../nbs/api/05_token_kinds.ipynb #6ca888f9
@@ -213,7 +218,11 @@ class BitTokens(TokenKind):
     def nll(self, logits, target): return F.binary_cross_entropy_with_logits(logits.float(), (target > 0).float(), reduction='sum')
     def accuracy(self, logits, target): return ((logits > 0) == (target > 0)).float().mean()
     def sample(self, logits, temperature, generator=None):
-        p = torch.sigmoid(logits.float() / temperature)
-        new = torch.where(torch.rand(p.shape, generator=generator, device=logits.device) < p, 1.0, -1.0)
+        "Each bit drawn from sigmoid(logit / T), with the log p of the chosen bits (T = 1), summed; T = 0: each bit's sign (greedy, -1 at 0)."
+        if temperature == 0: new = torch.where(logits.float() > 0, 1.0, -1.0)
+        else:
+            p = torch.sigmoid(logits.float() / temperature)
+            new = torch.where(torch.rand(p.shape, generator=generator, device=logits.device) < p, 1.0, -1.0)
         return new, F.logsigmoid(logits.float() * new).sum(-1)   # log p of the chosen bits, summed
+    def map_description(self, h: int, w: int) -> str: return f'bit maps B x {h} x {w} x {self.D} (bool, 0/1 uint8 or ±1 floats) or int64 indices B x {h} x {w}'
     def describe(self): return f'bits={self.D}'

@@ -6,15 +6,90 @@ Docs: https://coda-nb.github.io/coda_nb/api/datasets.html.md"""
 
 # %% ../../nbs/api/43_datasets.ipynb #07fcd1c7
 from __future__ import annotations
-import torch
+import errno, hashlib, json, os, warnings, torch
+from pathlib import Path
 from torch.utils.data import Dataset, Subset
 from ..core import default, derive_seed
-from .images import ImageFolder, train_transform, to_tensor, skipped_files
+from .images import (ImageFolder, ImageReadError, IMG_EXTENSIONS, train_transform, to_tensor, skipped_files, check_files,
+                                 describe_skipped, center_crop_arr)
 from .photos import PhotoCrops
 from .fashion_mnist import FashionMNIST
 
 # %% auto #0
-__all__ = ['DATASETS', 'get_dataset', 'TrainImages']
+__all__ = ['DATASETS', 'scan_images', 'ImageFolderIndex', 'content_id', 'get_dataset', 'TrainImages']
+
+# %% ../../nbs/api/43_datasets.ipynb #fa0eba1b
+def _link_error(p: str) -> str|None:
+    "'dangling link' or 'link loop' for a link that leads nowhere or in a circle, else None."
+    try: os.stat(p); return None
+    except FileNotFoundError: return 'dangling link'
+    except OSError as e: return 'link loop' if e.errno == errno.ELOOP else f'unreadable link ({e.strerror})'
+
+def scan_images(root, exts=IMG_EXTENSIONS) -> tuple[list[str], dict[str, str]]:
+    "The image files under `root` (sorted relative POSIX names; links to folders and files followed) and `{name: reason}` of the links that cannot be followed."
+    root = str(root); files, bad = [], {}
+    rel = lambda p: Path(os.path.relpath(p, root)).as_posix()
+    chains = {root: {os.path.realpath(root)}}          # the real folders on the way down to each folder: a loop revisits one
+    for d, dirs, names in os.walk(root, followlinks=True):
+        chain, keep = chains.pop(d), []
+        for x in sorted(dirs):
+            p = os.path.join(d, x); real = os.path.realpath(p)
+            if real in chain: bad[rel(p)] = 'link loop'
+            else: chains[p] = chain | {real}; keep.append(x)
+        dirs[:] = keep
+        for n in names:
+            p = os.path.join(d, n); ext = Path(n).suffix.lower()
+            if os.path.islink(p) and (ext in exts or not ext) and (why := _link_error(p)): bad[rel(p)] = why   # no suffix: a folder's link?
+            elif ext in exts and os.path.isfile(p): files.append(rel(p))
+    return sorted(files), dict(sorted(bad.items()))
+
+class ImageFolderIndex(ImageFolder):
+    "`ImageFolder` listed by `scan_images` (linked class folders followed, broken links skipped with their reason), with a `content_id`."
+    def __init__(self, root, size=256, transform=None, check='decode', strict: bool = False, limit: int|None = None,
+                 exts=IMG_EXTENSIONS, workers: int|None = None):
+        if check not in ('none', 'header', 'decode'): raise ValueError(f"check must be 'none', 'header' or 'decode', got {check!r}")
+        self.root, self.size, self.check, self.strict, self._content_id = Path(root), size, check, strict, None
+        self.transform = default(transform, lambda: (lambda im: center_crop_arr(im, size)))
+        if not self.root.is_dir(): raise FileNotFoundError(f'image folder {self.root} does not exist')
+        files, links = scan_images(self.root, exts)
+        self.classes = sorted({f.split('/')[0] for f in files if '/' in f})
+        self.errors, todo, good = dict(links), list(files), []    # errors: {relative name: reason}
+        while todo and (limit is None or len(good) < limit):       # with `limit`, only as many files as it takes
+            chunk, todo = (todo, []) if limit is None else (todo[:limit - len(good)], todo[limit - len(good):])
+            bad = check_files([self.root/f for f in chunk], check, workers)
+            self.errors |= {f: bad[self.root/f] for f in chunk if self.root/f in bad}
+            good += [f for f in chunk if f not in self.errors]
+        self.skipped, n = list(self.errors), len(files) + len(links)
+        if self.skipped and strict:
+            raise ImageReadError(f'{self.root}: {len(self.skipped)} of {n} image files cannot be read: {describe_skipped(self.errors)}. '
+                                 'Repair or remove them, or leave strict mode (strict=False, no --strict) to skip them.')
+        self.files = good
+        cls = {c: i for i, c in enumerate(self.classes)}
+        self.labels = [cls[f.split('/')[0]] if '/' in f else -1 for f in self.files]
+        if not self.files:
+            raise ValueError(f'no readable images under {self.root}: {len(files)} file(s) with an image extension ({", ".join(exts)})'
+                             + (f', all unreadable: {describe_skipped(self.errors)}' if self.errors else ''))
+        if self.skipped:
+            warnings.warn(f'ImageFolder: skipped {len(self.skipped)} unreadable image file(s) under {self.root}: '
+                          f'{describe_skipped(self.errors)}', stacklevel=2)
+
+    @property
+    def content_id(self) -> str:
+        "SHA-256 (16 hex) of the accepted files' (name, size, mtime_ns) and the skipped files' reasons: what the folder holds, by `stat` only."
+        if self._content_id is None:
+            rows = [[f, (st := os.stat(self.root/f)).st_size, st.st_mtime_ns] for f in self.files]
+            rec = json.dumps(dict(files=sorted(rows), skipped=sorted(self.errors.items())))
+            self._content_id = hashlib.sha256(rec.encode()).hexdigest()[:16]
+        return self._content_id
+
+def content_id(ds) -> str|None:
+    "The `content_id` of the image folder behind `ds` (looking through `Subset` and wrappers); None for datasets without one."
+    for _ in range(8):
+        if isinstance(getattr(type(ds), 'content_id', None), property): return ds.content_id
+        ds = next((getattr(ds, a) for a in ('dataset', 'folder', 'ds') if getattr(ds, a, None) is not None), None)
+        if ds is None: return None
+    return None
+
 
 # %% ../../nbs/api/43_datasets.ipynb #bedb1f4e
 DATASETS = ('photos', 'fashion-mnist')
@@ -22,7 +97,7 @@ DATASETS = ('photos', 'fashion-mnist')
 def get_dataset(data: str, size: int, n: int|None = None, split: str = 'test', strict: bool = False) -> Dataset:
     "A dataset by name: 'photos', 'fashion-mnist' or an image folder (ADM centre crop, broken files skipped or, `strict`, refused); the first `n` items."
     if data == 'photos': return PhotoCrops(size=size, n=default(n, 256), split=split, seed=0)
-    ds = FashionMNIST(split=split, size=size) if data == 'fashion-mnist' else ImageFolder(data, size=size, strict=strict, limit=n)
+    ds = FashionMNIST(split=split, size=size) if data == 'fashion-mnist' else ImageFolderIndex(data, size=size, strict=strict, limit=n)
     return Subset(ds, range(min(len(ds), default(n, len(ds)))))
 
 # %% ../../nbs/api/43_datasets.ipynb #3ff303d4
@@ -33,10 +108,12 @@ class TrainImages(Dataset):
         if data == 'photos': self.ds = PhotoCrops(size=size, n=n, split='train', seed=seed)
         elif data == 'fashion-mnist': self.ds = FashionMNIST(split='train', size=size, n=n)   # the first n images
         else:
-            self.ds = self.folder = ImageFolder(data, size=size, strict=strict)
+            self.ds = self.folder = ImageFolderIndex(data, size=size, strict=strict)
             self.tfm = train_transform(size)
     @property
     def skipped(self) -> list[dict]: return default(skipped_files(self), [])
+    @property
+    def content_id(self) -> str|None: return content_id(self.ds)
     def __len__(self): return len(self.ds)
     def __getitem__(self, key):
         i, p = key

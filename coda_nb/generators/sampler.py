@@ -15,11 +15,18 @@ from ..core import exists, default, atomic_write
 from .schedules import SamplingSchedule
 
 # %% auto #0
-__all__ = ['SampleOutput', 'Step', 'Sampler', 'decode_samples', 'to_uint8_hwc', 'save_samples']
+__all__ = ['SampleOutput', 'Step', 'check_schedule', 'Sampler', 'decode_samples', 'to_uint8_hwc', 'save_samples']
 
 # %% ../../nbs/api/92_maskgit_sampler.ipynb #da444416
 SampleOutput = namedtuple('SampleOutput', 'tokens labels steps')
 Step = namedtuple('Step', 'mask revealed confidence')
+
+def check_schedule(s: SamplingSchedule):
+    "Refuse a schedule no sampler can run: a temperature or Gumbel temperature below 0, or a value that is not finite."
+    for name, vals in (('temperature', s.temperature), ('gumbel', s.gumbel), ('guidance', s.guidance)):
+        bad = [(k, v) for k, v in enumerate(vals) if not math.isfinite(v) or (name != 'guidance' and v < 0)]
+        if bad: raise ValueError(f'the sampling schedule\'s {name} at step {bad[0][0]} is {bad[0][1]}: every {name} must be finite'
+                                 + ('' if name == 'guidance' else ' and >= 0 (temperature 0: greedy)'))
 
 def _gumbel(shape, generator, device):
     u = torch.rand(shape, generator=generator, device=device).clamp_(1e-20, 1 - 1e-7)
@@ -28,6 +35,7 @@ def _gumbel(shape, generator, device):
 class Sampler:
     "MaskGIT decoding of `model` with `schedule`; `sample(labels, seed)` returns the tokens (B x L, or B x L x D bits)."
     def __init__(self, model, schedule: SamplingSchedule, record: bool = False):
+        check_schedule(schedule)
         self.model, self.schedule, self.record = model, schedule, record
         self.forward_s = 0.0                        # time spent in the model's forward (the rest is the sampler's own)
 
@@ -58,7 +66,8 @@ class Sampler:
             for k in range(s.steps):
                 where = mask.nonzero(as_tuple=True)                         # only the masked positions are sampled
                 lg = self.logits(tokens, mask, labels, s.guidance[k], at=mask)
-                new, logp = kind.sample(lg, s.temperature[k], g)             # a draw at temperature T and its log p
+                T = s.temperature[k]                                         # a draw at temperature T and its log p; T = 0: the argmax
+                new, logp = kind.sample(lg, T, g)          # T = 0: greedy (the token kind's argmax)
                 scale = kind.confidence_scale                                # bits: log p sums D terms
                 conf = torch.full((B, L), math.inf, device=device)         # visible tokens are never re-masked
                 conf[where] = logp + scale * s.gumbel[k] * _gumbel(logp.shape, g, device)

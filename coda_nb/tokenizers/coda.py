@@ -132,11 +132,12 @@ class CODATokenizer(PretrainedMixin, nn.Module):
         check_pixels(x, next(self.parameters()).dtype, ndims=None, shape_check=self._check_geometry)
 
     def _check_geometry(self, x):
+        from coda_nb.data.images import size_mismatch         # the one wording of a size mismatch
         self.vae.check_image(x)
         if x.shape[0] and tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(f'this tokenizer is built for {self.image_size}x{self.image_size} images (its finest scale '
-                             f'{self.scales[-1]} x {self.downsample}), got {x.shape[-2]}x{x.shape[-1]}: resize or crop to '
-                             f'{self.image_size} px, or build a tokenizer whose last scale is {x.shape[-1] // self.downsample}')
+            raise ValueError(size_mismatch('the images are', tuple(x.shape[-2:]), f'this tokenizer (finest scale {self.scales[-1]} x {self.downsample}) is built for', self.image_size,
+                                           f'pass --size {self.image_size} or leave --size out, resize or crop the images to '
+                                           f'{self.image_size} px, or build a tokenizer whose last scale is {x.shape[-1] // self.downsample}'))
 
     @torch.no_grad()
     def encode_indices(self, x_B3HW) -> list:

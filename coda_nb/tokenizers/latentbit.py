@@ -83,9 +83,18 @@ class BitBottleneck(BinaryQuantizer):
         o = self(z_BND)
         return BottleneckOutput(o.quantized, o.bits, dict(commit=o.commit_loss) | (dict(entropy=o.entropy_loss) if self.entropy_weight > 0 else {}))
     def as_tokens(self, t):
-        "Bool bits `..., D` from bool bits, ±1 floats (what MaskGIT samples) or int64 indices (most significant bit first)."
-        if t.is_floating_point(): t = t > 0
-        elif t.dtype != torch.bool: t = indices_to_bits(t, self.dim)
+        "Bool bits `..., D` from bool bits, 0/1 uint8 bits (the token shards' format), ±1 floats (what MaskGIT samples) or int64 indices (most significant bit first)."
+        if t.dtype == torch.uint8:
+            if t.numel() and int(t.max()) > 1:
+                raise ValueError(f'uint8 bit maps hold 0 or 1 per bit (the token shards\' format), got values up to {int(t.max())}: '
+                                 f'pass bits as bool or 0/1 uint8, ±1 floats, or int64 indices below 2^{self.dim}')
+            t = t.bool()
+        elif t.is_floating_point(): t = t > 0
+        elif t.dtype != torch.bool:
+            if t.numel() and self.dim < 63 and (int(t.min()) < 0 or int(t.max()) >= 2 ** self.dim):
+                raise ValueError(f'{self.dim}-bit token indices lie in [0, 2^{self.dim}), got {int(t.min())}..{int(t.max())}: '
+                                 f'pass the indices encode_codes gives, or the bits (bool or 0/1 uint8)')
+            t = indices_to_bits(t, self.dim)
         if t.shape[-1] != self.dim: raise ValueError(f'expected {self.dim} bits per token, got maps of shape {tuple(t.shape)}')
         return t
     def tokens_to_latent(self, bits_BND): return self.bits_to_codes(self.as_tokens(bits_BND))
@@ -212,8 +221,11 @@ class LatentBitTokenizer(PretrainedMixin, nn.Module):
         "Images `B x 3 x H x W` or clips `B x 3 x T x H x W`, float in [-1, 1], of this tokenizer's size (see `check_pixels`)."
         check_pixels(x, next(self.parameters()).dtype, ndims=(4, 5), what='images B x 3 x H x W or clips B x 3 x T x H x W')
         if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(f'this tokenizer is built for {self.image_size}x{self.image_size} frames (its positional embedding), '
-                             f'got {x.shape[-2]}x{x.shape[-1]}: resize or crop to {self.image_size} px, or build one with image_size={x.shape[-1]}')
+            from coda_nb.data.images import size_mismatch
+            s = self.image_size
+            raise ValueError(size_mismatch('the images are' if x.ndim == 4 else 'the frames are', x.shape[-2:], 'this tokenizer is built for', s,
+                                           f'pass --size {s} or leave --size out, or resize or crop them to {s}x{s} px, or build a tokenizer with '
+                                           f'image_size={x.shape[-1]} (its positional embedding fixes the size)'))
 
     # ---------------------------------------------------------------- latent <-> tokens
     def quantize_latent(self, f_BCThw):
@@ -262,10 +274,23 @@ class LatentBitTokenizer(PretrainedMixin, nn.Module):
         t = self.encode_indices(x)[0]
         return self.quantizer.tokens_to_indices(t) if hasattr(self.quantizer, 'tokens_to_indices') else t
 
+    def token_maps(self, indices):
+        "The one token map of `indices` in the bottleneck's own form (bits: bool), its shape checked against this tokenizer's grid; a wrong one is refused, saying the shape expected."
+        if isinstance(indices, (list, tuple)):
+            if len(indices) != 1: raise ValueError(f'expected [tokens], one map (LatentBit has one level), got {len(indices)} maps')
+            indices = indices[0]
+        (h, w), spec, T = self.token_spec.levels[0], self.token_spec, self.encoder.max_grid[0]
+        want = spec.token_kind.map_description(h, w) + f' (clips: B x t x {h} x {w} ..., t <= {T})'
+        shape, dtype = tuple(indices.shape), str(indices.dtype).replace('torch.', '')
+        t = self.quantizer.as_tokens(indices) if hasattr(self.quantizer, 'as_tokens') else indices   # other spellings of the same tokens
+        grid = tuple(t.shape[1:t.ndim - len(spec.token_kind.feature_dims)])
+        if len(grid) not in (2, 3) or grid[-2:] != (h, w) or (len(grid) == 3 and not 1 <= grid[0] <= T):
+            raise ValueError(f'expected {want}, got shape {shape} {dtype}')
+        return t
+
     def decode_indices(self, indices, size: int|None = None, frames: int|None = None):
-        "Pixels from `[tokens]` maps as `encode_indices` / `encode_codes` give them (bits also as ±1 floats); clips of `frames` frames (default: the configured clip length when the tokens fit it)."
-        t = indices[0] if isinstance(indices, (list, tuple)) else indices
-        if hasattr(self.quantizer, 'as_tokens'): t = self.quantizer.as_tokens(t)      # other spellings of the same tokens
+        "Pixels from `[tokens]` maps as `encode_indices` / `encode_codes` give them (bits also as 0/1 uint8, the shards' format, or ±1 floats; checked by `token_maps`); clips of `frames` frames (default: the configured clip length when the tokens fit it)."
+        t = self.token_maps(indices)
         image = t.ndim - len(self.token_spec.token_kind.feature_dims) == 3                 # B x h x w (x D): an image
         b = (t[:, None] if image else t).to(next(self.parameters()).device)
         grid, (kt, kh, kw) = tuple(b.shape[1:4]), self.patch

@@ -6,14 +6,16 @@ Docs: https://coda-nb.github.io/coda_nb/api/checkpoint.html.md"""
 
 # %% ../../nbs/api/73_checkpoint.ipynb #34b6361c
 from __future__ import annotations
-import json, os, shutil
+import hashlib, io, json, os, shutil
 from pathlib import Path
 import torch
-from safetensors.torch import save_file, load_file
+from filelock import FileLock, Timeout
+from safetensors.torch import save as st_save, load as st_load
 from ..core import atomic_write
 
 RESUME_MAY_CHANGE = frozenset({'out', 'stop_after', 'progress', 'log_every', 'ckpt_every', 'keep_ckpts', 'eval_every',
                                'num_workers', 'tensorboard'})
+CHECKSUMS = 'checksums.json'
 
 def _umask() -> int:
     m = os.umask(0o022); os.umask(m); return m
@@ -28,15 +30,21 @@ def write_text_atomic(path, text: str) -> Path:
 
 def ckpt_name(step: int) -> str: return f'step-{step:07d}'
 
+def _write(path: Path, data: bytes) -> str:
+    "Write `data` to `path`; returns its SHA-256 (hashed as written: one pass)."
+    path.write_bytes(data); return hashlib.sha256(data).hexdigest()
+
 def save_checkpoint(folder, step: int, tensors: dict, optim_state: dict, config: dict, keep: int = 2, meta: dict|None = None) -> Path:
-    "Write `folder/step-XXXXXXX` (one safetensors file per group of `tensors`, `optim.pt`, `state.json`) atomically; update `latest`; keep the newest `keep`."
+    "Write `folder/step-XXXXXXX` (one safetensors file per group of `tensors`, `optim.pt`, `state.json`, their SHA-256 in `checksums.json`) atomically; update `latest`; keep the newest `keep`."
     folder = Path(folder); final = folder/ckpt_name(step); tmp = folder/f'.{final.name}.tmp'
     shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-    for group, sd in tensors.items():
-        save_file({k: v.detach().to('cpu', copy=True).contiguous() for k, v in sd.items()}, tmp/f'{group}.safetensors')
-    torch.save(optim_state, tmp/'optim.pt')
-    (tmp/'state.json').write_text(json.dumps(dict(step=step, groups=list(tensors), config=config, meta=meta), indent=1, default=str))
-    for f in tmp.iterdir(): readable(f)                  # safetensors writes 0600 files
+    sums = {f'{group}.safetensors': _write(tmp/f'{group}.safetensors', st_save({k: v.detach().to('cpu', copy=True).contiguous() for k, v in sd.items()}))
+            for group, sd in tensors.items()}
+    buf = io.BytesIO(); torch.save(optim_state, buf); sums['optim.pt'] = _write(tmp/'optim.pt', buf.getvalue())
+    state = json.dumps(dict(step=step, groups=list(tensors), config=config, meta=meta), indent=1, default=str)
+    sums['state.json'] = _write(tmp/'state.json', state.encode())
+    (tmp/CHECKSUMS).write_text(json.dumps(dict(algorithm='sha256', files=sums), indent=1))
+    for f in tmp.iterdir(): readable(f)
     if final.exists(): shutil.rmtree(final)
     os.replace(tmp, final)
     write_text_atomic(folder/'latest', final.name)
@@ -46,21 +54,64 @@ def save_checkpoint(folder, step: int, tensors: dict, optim_state: dict, config:
     return final
 
 def find_checkpoint(path) -> Path|None:
-    "The checkpoint folder `path` names — a `step-*` folder, or a folder whose `latest` names one — or None."
+    "The checkpoint folder `path` names — a `step-*` folder, or a folder whose `latest` names one (else its newest `step-*`) — or None."
     path = Path(path)
-    if (path/'latest').is_file(): path = path/(path/'latest').read_text().strip()
-    return path if (path/'state.json').is_file() else None
+    if (path/'state.json').is_file(): return path
+    if (path/'latest').is_file() and (named := path/(path/'latest').read_text().strip()) != path and (named/'state.json').is_file():
+        return named
+    found = [p for p in sorted(path.glob('step-[0-9]*')) if (p/'state.json').is_file()]
+    return found[-1] if found else None
+
+class CheckpointError(ValueError):
+    "A checkpoint file that is missing, damaged, truncated or unreadable; the message names it and says what to do."
+
+def _advice(ck: Path) -> str:
+    "What to do about a damaged checkpoint `ck`: resume from the one before it (`keep_ckpts=2` leaves it), or start over."
+    prev = [p for p in sorted(ck.parent.glob('step-[0-9]*')) if p.name < ck.name and (p/'state.json').is_file()]
+    over = 'start over with overwrite=True (command line: --overwrite, without --resume)'
+    if not prev: return f'no earlier checkpoint is left: {over}'
+    return f'resume from the previous checkpoint instead (resume={str(prev[-1])!r}; command line: --resume-from {prev[-1]}), or {over}'
+
+def _one_line(e: Exception) -> str: return f'{type(e).__name__}: {" ".join(str(e).split())[:200]}'
+
+def _read(ck: Path, name: str, sums: dict|None) -> bytes:
+    "The bytes of `ck/name`, checked against its recorded SHA-256 (hashed as read: one pass)."
+    f = ck/name
+    if not f.is_file():
+        raise CheckpointError(f'{f}: missing from the checkpoint{f" ({CHECKSUMS} lists it)" if sums else ""}; {_advice(ck)}')
+    data = f.read_bytes()
+    if sums is not None and name in sums and hashlib.sha256(data).hexdigest() != sums[name]:
+        raise CheckpointError(f'{f}: damaged or truncated ({len(data)} bytes, and its SHA-256 is not the one {CHECKSUMS} recorded); {_advice(ck)}')
+    return data
+
+def _json(f: Path, data: bytes, ck: Path):
+    try: return json.loads(data)
+    except ValueError as e:
+        where = f'{e.msg} at line {e.lineno} column {e.colno}' if isinstance(e, json.JSONDecodeError) else _one_line(e)
+        raise CheckpointError(f'{f}: not valid JSON ({where}; truncated?); {_advice(ck)}') from e
+
+def _parse(ck: Path, name: str, data: bytes, how):
+    try: return how(data)
+    except Exception as e: raise CheckpointError(f'{ck/name}: cannot be read ({_one_line(e)}); {_advice(ck)}') from e
 
 def load_checkpoint(path) -> dict:
-    "Read a checkpoint written by `save_checkpoint`: dict(path, step, tensors={group: {name: tensor}}, optim, config, meta)."
+    "Read a checkpoint written by `save_checkpoint`, each file checked against its SHA-256: dict(path, step, tensors={group: {name: tensor}}, optim, config, meta, verified)."
     ck = find_checkpoint(path)
     if ck is None:
         raise FileNotFoundError(f'{path}: not a checkpoint (no state.json, no latest); expected a step-* folder written by '
                                 'save_checkpoint or the folder holding them')
-    state = json.loads((ck/'state.json').read_text())
-    tensors = {f.name[:-len('.safetensors')]: load_file(f) for f in sorted(ck.glob('*.safetensors'))}
-    optim = torch.load(ck/'optim.pt', map_location='cpu', weights_only=True) if (ck/'optim.pt').is_file() else {}
-    return dict(path=ck, step=state['step'], tensors=tensors, optim=optim, config=state.get('config'), meta=state.get('meta'))
+    sums = None                                          # a checkpoint from before checksums: read unchecked
+    if (ck/CHECKSUMS).is_file():
+        rec = _json(ck/CHECKSUMS, (ck/CHECKSUMS).read_bytes(), ck)
+        sums = rec.get('files') if isinstance(rec, dict) else None
+        if not isinstance(sums, dict): raise CheckpointError(f'{ck/CHECKSUMS}: no file digests in it; {_advice(ck)}')
+    state = _json(ck/'state.json', _read(ck, 'state.json', sums), ck)
+    names = sorted(n for n in sums if n.endswith('.safetensors')) if sums is not None else sorted(f.name for f in ck.glob('*.safetensors'))
+    tensors = {n[:-len('.safetensors')]: _parse(ck, n, _read(ck, n, sums), st_load) for n in names}
+    has_optim = sums is not None and 'optim.pt' in sums or (ck/'optim.pt').is_file()
+    optim = _parse(ck, 'optim.pt', _read(ck, 'optim.pt', sums), lambda b: torch.load(io.BytesIO(b), map_location='cpu', weights_only=True)) if has_optim else {}
+    return dict(path=ck, step=state['step'], tensors=tensors, optim=optim, config=state.get('config'), meta=state.get('meta'),
+                verified=sums is not None)
 
 class ConfigMismatchError(ValueError):
     "The configuration of a resumed run differs from the one its checkpoint was saved with."
@@ -80,6 +131,98 @@ def check_config(saved: dict, now: dict, ignore=RESUME_MAY_CHANGE, where: str = 
         "Resuming would not continue the same run. To resume anyway with the new values, pass allow_config_change=True "
         "(command line: --allow-config-change); to start afresh, use another out folder or drop resume.")
 
+
 # %% auto #0
-__all__ = ['RESUME_MAY_CHANGE', 'readable', 'write_text_atomic', 'ckpt_name', 'save_checkpoint', 'find_checkpoint',
-           'load_checkpoint', 'ConfigMismatchError', 'check_config']
+__all__ = ['RESUME_MAY_CHANGE', 'CHECKSUMS', 'FOLDER_KEYS', 'RUN_FILES', 'readable', 'write_text_atomic', 'ckpt_name',
+           'save_checkpoint', 'find_checkpoint', 'CheckpointError', 'load_checkpoint', 'ConfigMismatchError',
+           'check_config', 'DataChangedError', 'data_changes', 'check_data', 'RunFolderError', 'run_last_step',
+           'check_run_folder', 'clear_run', 'RunLockedError', 'RunLock']
+
+# %% ../../nbs/api/73_checkpoint.ipynb #10ffc19a
+class DataChangedError(ValueError):
+    "The data a resumed run would train on differs from the data its checkpoint was trained on."
+
+FOLDER_KEYS = ('data', 'tokens')     # where the data is: named in messages, not compared (the configuration check compares it)
+
+def data_changes(saved: dict|None, now: dict) -> dict:
+    "`{key: [then, now]}` of the data-identity keys that differ; the folder keys, and keys unknown (None) on either side, are not compared."
+    saved = _canon(saved or {}); now = _canon(now or {})
+    return {k: [saved[k], now[k]] for k in sorted(set(saved) & set(now))
+            if k not in FOLDER_KEYS and saved[k] is not None and now[k] is not None and saved[k] != now[k]}
+
+def check_data(saved: dict|None, now: dict, where: str = '', allow: bool = False) -> dict:
+    "The changes between the data identity a checkpoint recorded and the current one; raises `DataChangedError` (one line) unless `allow`."
+    changes = data_changes(saved, now)
+    if changes and not allow:
+        folder = next((now[k] for k in FOLDER_KEYS if (now or {}).get(k)), None)
+        what = '; '.join(f'{k} {a!r} then, {b!r} now' for k, (a, b) in changes.items())
+        raise DataChangedError(f"{where + ': ' if where else ''}cannot resume: the training data{f' in {folder}' if folder else ''} changed "
+                               f"since this checkpoint ({what}). To continue on the new data, pass allow_data_change=True (command line: "
+                               "--allow-data-change); to start over, drop resume and pass overwrite=True (--overwrite).")
+    return changes
+
+class RunFolderError(ValueError):
+    "Training into a folder that holds a run, without saying whether to continue it or start it over."
+
+RUN_FILES = ('checkpoints', 'log.jsonl', 'summary.json', 'train_config.json', 'rank-digests', 'tb', 'skipped_files.json')
+
+def _log_step(line: str):
+    try: return json.loads(line).get('step')
+    except (ValueError, AttributeError): return None
+
+def run_last_step(out) -> int|None:
+    "The last step of the run the folder `out` holds (its checkpoints, log records, summary), or None when it holds none."
+    out, steps, found = Path(out), [], False
+    if (out/'checkpoints').is_dir():
+        cks = [p for p in (out/'checkpoints').glob('step-[0-9]*') if p.name[5:].isdigit()]
+        found |= bool(cks) or (out/'checkpoints'/'latest').is_file(); steps += [int(p.name[5:]) for p in cks]
+    if (out/'log.jsonl').is_file():
+        lines = [l for l in (out/'log.jsonl').read_text(errors='replace').splitlines() if l.strip()]
+        found |= bool(lines); steps += [s for l in lines if isinstance(s := _log_step(l), int)]
+    if (out/'summary.json').is_file():
+        found = True
+        try: steps.append(int(json.loads((out/'summary.json').read_text()).get('done') or 0))
+        except (ValueError, AttributeError, TypeError): pass
+    return max(steps, default=0) if found else None
+
+def check_run_folder(out, overwrite: bool = False):
+    "Refuse (`RunFolderError`, one line) a fresh start into `out` when it holds a run, unless `overwrite`."
+    last = run_last_step(out)
+    if last is not None and not overwrite:
+        raise RunFolderError(f'{out} already holds a run (last step {last}): pass --resume to continue it or --overwrite to start '
+                             'over (Python: resume=True or overwrite=True); nothing was changed')
+
+def clear_run(out) -> list[str]:
+    "Remove the files of the run in `out` (`RUN_FILES`: checkpoints, log, summary, ...; not exported models or data); their names."
+    out, gone = Path(out), []
+    for n in RUN_FILES:
+        p = out/n
+        if p.is_dir() and not p.is_symlink(): shutil.rmtree(p); gone.append(n)
+        elif p.exists() or p.is_symlink(): p.unlink(); gone.append(n)
+    return gone
+
+class RunLockedError(ValueError):
+    "Another process is writing the run folder."
+
+class RunLock:
+    "An exclusive lock on a run folder (`.lock`, the holder's pid in `.lock.pid`); a second writer is refused at once, naming the holder."
+    def __init__(self, folder):
+        self.folder = Path(folder); self.file, self.pid_file = self.folder/'.lock', self.folder/'.lock.pid'
+        self._lock = FileLock(self.file, timeout=0)
+    def acquire(self) -> RunLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try: self._lock.acquire()
+        except Timeout:
+            try: pid = self.pid_file.read_text().strip() or 'unknown'
+            except OSError: pid = 'unknown'
+            raise RunLockedError(f'{self.folder} is being written by another training process (pid {pid}; lock file {self.file}): '
+                                 'wait for it to end or stop it, or train into another out folder') from None
+        write_text_atomic(self.pid_file, f'{os.getpid()}\n')
+        return self
+    @property
+    def held(self) -> bool: return self._lock.is_locked
+    def release(self):
+        if self._lock.is_locked: self.pid_file.unlink(missing_ok=True); self._lock.release()
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+

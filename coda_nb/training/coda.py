@@ -55,9 +55,9 @@ CODATask = deprecated(TokenizerTask, 'coda_nb.training.coda.CODATask', 'coda_nb.
 
 # %% ../../nbs/api/76_train_coda.ipynb #ca67198b
 def train(cfg: CODATrainConfig, resume: bool|str = False, tokenizer: CODATokenizer|None = None, allow_config_change: bool = False,
-          callbacks=(), strict: bool = False) -> dict:
+          callbacks=(), strict: bool = False, overwrite: bool = False, allow_data_change: bool = False) -> dict:
     "Train a CODA tokenizer on the shared loop (`train_tokenizer`); an image folder's unreadable files are skipped and listed in `skipped_files` (`strict`: refused)."
-    return train_tokenizer(cfg, resume, tokenizer, allow_config_change, callbacks, strict)
+    return train_tokenizer(cfg, resume, tokenizer, allow_config_change, callbacks, strict, overwrite, allow_data_change)
 
 register_method('coda', task=TokenizerTask, train_config=CODATrainConfig)
 

@@ -35,8 +35,9 @@ LatentBitTask = deprecated(TokenizerTask, 'coda_nb.training.latentbit.LatentBitT
 
 # %% ../../nbs/api/78_train_latentbit.ipynb #1e875d0c
 def train_latentbit(cfg: LatentBitTrainConfig, resume: bool|str = False, tokenizer: LatentBitTokenizer|None = None,
-                    allow_config_change: bool = False, callbacks=(), strict: bool = False) -> dict:
+                    allow_config_change: bool = False, callbacks=(), strict: bool = False, overwrite: bool = False,
+                    allow_data_change: bool = False) -> dict:
     "Train a LatentBit tokenizer on the shared loop (`train_tokenizer`; the result holds `tokenizer`, `ema`, `history`, ...)."
-    return train_tokenizer(cfg, resume, tokenizer, allow_config_change, callbacks, strict)
+    return train_tokenizer(cfg, resume, tokenizer, allow_config_change, callbacks, strict, overwrite, allow_data_change)
 
 register_method('latentbit', task=TokenizerTask, train_config=LatentBitTrainConfig)

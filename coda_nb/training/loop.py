@@ -22,11 +22,13 @@ from ..pretrained import weights_digest
 from ..data.sampler import train_loader
 from .schedules import lr_factor
 from .ema import EMA
-from .checkpoint import save_checkpoint, load_checkpoint, find_checkpoint, check_config, ckpt_name, write_text_atomic
+from .checkpoint import (save_checkpoint, load_checkpoint, find_checkpoint, check_config, ckpt_name, write_text_atomic,
+                                         check_data, check_run_folder, clear_run, run_last_step, RunLock, RunLockedError, RunFolderError)
+from ..pretrained import strip_paths
 
 # %% auto #0
-__all__ = ['state_digest', 'TrainerConfig', 'Part', 'StepContext', 'Task', 'Callback', 'resume_command', 'Trainer', 'fit',
-           'export_model']
+__all__ = ['state_digest', 'TRAINING_DATA', 'TrainerConfig', 'Part', 'StepContext', 'Task', 'Callback', 'resume_command',
+           'Trainer', 'fit', 'export_model']
 
 # %% ../../nbs/api/75_trainer.ipynb #aa38fb2e
 @dataclass
@@ -138,6 +140,9 @@ class Task:
     def step(self, models: dict[str, nn.Module], batch, ctx: StepContext) -> dict:
         "Losses of one micro-batch: call `ctx.backward(...)` and return detached scalar tensors to log."
         raise NotImplementedError
+    def data_identity(self, cfg) -> dict:
+        "What identifies the data this run trains on (called after `build`; JSON-able values, None where unknown); checkpoints record it, a resume compares it."
+        return {}
     def skipped_files(self) -> list:
         "Unreadable training files the task left out (named in the run's outputs); by default those of its `ds`."
         return list(getattr(getattr(self, 'ds', None), 'skipped', None) or [])
@@ -180,8 +185,12 @@ def _jsonable(v): return v.item() if hasattr(v, 'item') else str(v)
 
 class Trainer:
     "Runs `task` with `cfg`; `fit` is its one-call front end. Callbacks get the trainer: `cfg`, `parts`, `models`, `acc`, `step`, `total`, `history`, ..."
-    def __init__(self, task: Task, cfg: TrainerConfig, resume: bool|str = False, allow_config_change: bool = False, callbacks=()):
+    def __init__(self, task: Task, cfg: TrainerConfig, resume: bool|str = False, allow_config_change: bool = False, callbacks=(),
+                 overwrite: bool = False, allow_data_change: bool = False):
+        if resume and overwrite:
+            raise ValueError(f'{cfg.out}: resume and overwrite exclude each other: resume continues the run there, overwrite starts it over')
         self.task, self.cfg, self.resume, self.allow_config_change, self.callbacks = task, cfg, resume, allow_config_change, list(callbacks)
+        self.overwrite, self.allow_data_change, self._lock, self.data, self.data_history, self.data_change = overwrite, allow_data_change, None, {}, [], {}
         self.stop_requested = self.interrupted = False
         self.history, self.logs, self.last_checkpoint, self._log_f, self._tb = [], {}, None, None, None
 
@@ -203,6 +212,7 @@ class Trainer:
         try: return self._run()
         finally:
             for s, h in old.items(): signal.signal(s, h if h is not None else signal.SIG_DFL)
+            if self._lock: self._lock.release(); self._lock = None
             if self._log_f: self._log_f.close(); self._log_f = None
             if self._tb: self._tb.close(); self._tb = None
 
@@ -214,6 +224,7 @@ class Trainer:
                                      kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
         self.main, self.rank, self.world, self.out = acc.is_main_process, acc.process_index, acc.num_processes, Path(cfg.out)
         if self.world > 1: atexit.register(end_distributed)   # a gloo group alive at exit can abort the process
+        self._claim()
         self.config = json.loads(json.dumps(asdict(cfg), default=str))
         seed_everything(cfg.seed)
         self.parts = task.build(cfg, acc)
@@ -226,10 +237,28 @@ class Trainer:
         factor = lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup_steps)
         self.scheds = {k: torch.optim.lr_scheduler.LambdaLR(p.optimizer, factor if p.schedule else (lambda s: 1.0))
                        for k, p in self.parts.items()}
+        self.data = json.loads(json.dumps(task.data_identity(cfg) or {}, default=str))
+
+    def _claim(self):
+        "The main process locks the run folder and refuses one that holds a run (unless resumed or overwritten); every rank gets the verdict."
+        err = None
+        if self.main:
+            try:
+                self._lock = RunLock(self.out).acquire()
+                if not self.resume: check_run_folder(self.out, self.overwrite)
+            except (RunLockedError, RunFolderError) as e: err = e
+        if self.world > 1:
+            box = [None if err is None else (type(err).__name__, str(err))]; dist.broadcast_object_list(box, src=0)
+            if box[0] and err is None: err = dict(RunLockedError=RunLockedError, RunFolderError=RunFolderError)[box[0][0]](box[0][1])
+        if err is not None: raise err
 
     def _restore(self, ck: dict) -> int:
         "Load checkpoint `ck` into the parts, optimisers and schedulers; returns its step."
         if not self.allow_config_change: check_config(ck['config'] or {}, self.config, where=str(ck['path']))
+        meta = ck['meta'] or {}
+        self.data_change = check_data(meta.get('data'), self.data, where=str(ck['path']), allow=self.allow_data_change)
+        self.data_history = list(meta.get('data_history') or [])
+        if self.data_change: self.data_history.append(dict(until_step=ck['step'], data=meta['data'], changed=self.data_change))
         saved, optim = ck['tensors'], ck['optim']
         self.task.check_resume(self.parts, saved)
         for k, p in self.parts.items():
@@ -252,7 +281,7 @@ class Trainer:
         if not self.main: return
         self.history.append(rec)
         self._log_f.write(json.dumps(rec, default=_jsonable) + '\n'); self._log_f.flush()
-        if self._tb and 'eval' not in rec: [self._tb.add_scalar(f'train/{k}', v, rec['step']) for k, v in rec.items() if k != 'step']
+        if self._tb: [self._tb.add_scalar(f'train/{k}', v, rec['step']) for k, v in rec.items() if k != 'step' and isinstance(v, (int, float))]
         self._cb('on_log', rec)
 
     def _checkpoint(self, done: int):
@@ -263,7 +292,7 @@ class Trainer:
             tensors[k] = p.tensors()
             if p.ema: tensors[self.ema_groups[k]] = p.ema.state_dict()
         optim = dict(optimizers={k: o.state_dict() for k, o in self.optimizers.items()}, schedulers={k: s.state_dict() for k, s in self.scheds.items()})
-        meta = dict(task=self.task.name, total=self.total, world_size=self.world, time=time.time())
+        meta = dict(task=self.task.name, total=self.total, world_size=self.world, time=time.time(), data=self.data, data_history=self.data_history)
         self.last_checkpoint = save_checkpoint(self.out/'checkpoints', done, tensors, optim, self.config, self.cfg.keep_ckpts, meta)
         self._cb('on_checkpoint', self.last_checkpoint)
 
@@ -289,10 +318,16 @@ class Trainer:
         loader = iter(train_loader(self.dataset, cfg.batch_size, cfg.seed, self.rank, self.world, start=start * cfg.grad_accum,
                                    num_workers=cfg.num_workers))
         if self.main:
+            if self.overwrite and (last := run_last_step(out)) is not None:      # only now, with everything built and checked
+                print(f'{out}: removed the earlier run (last step {last}; overwrite): {", ".join(clear_run(out))}', file=sys.stderr)
             out.mkdir(parents=True, exist_ok=True); save_json(self.config, out/'train_config.json')
             log = out/'log.jsonl'   # records of steps after `start` belong to the abandoned future of the checkpoint: drop them
             if log.is_file(): write_text_atomic(log, ''.join(l + '\n' for l in log.read_text().splitlines() if _step_of(l) <= start))
             self._log_f = open(log, 'a')
+            if self.data_change:         # allowed: recorded in the log, and in every checkpoint and the summary from now on
+                self._log_f.write(json.dumps(dict(step=start, data_change=self.data_change, data=self.data)) + '\n'); self._log_f.flush()
+                print(f'{ck}: resuming on changed data (' + '; '.join(f'{k} {a!r} -> {b!r}' for k, (a, b) in self.data_change.items())
+                      + f'); recorded in {log}', file=sys.stderr)
             if cfg.tensorboard:
                 from torch.utils.tensorboard import SummaryWriter
                 self._tb = SummaryWriter(out/'tb')
@@ -350,9 +385,10 @@ class Trainer:
             if len(set(digests)) > 1: raise RuntimeError(f'{self.task.name}: weights differ across ranks after training: {digests}')
         if self.main:
             save_json(dict(steps=self.total, done=self.done, world_size=self.world, rank_digests=digests,
-                           last=self.history[-1] if self.history else None, interrupted=self.interrupted), out/'summary.json')
+                           last=self.history[-1] if self.history else None, interrupted=self.interrupted, data=self.data,
+                           data_history=self.data_history), out/'summary.json')
         summary = dict(steps=self.total, history=self.history, parts=self.parts, models={k: p.module for k, p in self.parts.items()},
-                       accelerator=acc, interrupted=self.interrupted, digest=digest)
+                       accelerator=acc, interrupted=self.interrupted, digest=digest, data=self.data, data_history=self.data_history)
         self._cb('on_train_end', summary)
         if self.world > 1:   # drop the DDP wrappers now: one still alive when the group is torn down can abort the process at exit
             self.models = self.optimizers = None; acc.free_memory(); gc.collect()
@@ -362,12 +398,19 @@ def _step_of(line: str) -> float:
     try: return json.loads(line)['step']
     except (ValueError, KeyError, TypeError): return math.inf     # a torn last line: drop it
 
-def fit(task: Task, cfg: TrainerConfig, resume: bool|str = False, allow_config_change: bool = False, callbacks=()) -> dict:
-    "Train `task` with `cfg` (under `torchrun`/`accelerate launch` for several processes); `resume=True` continues from `cfg.out/checkpoints`, a path from that checkpoint."
-    return Trainer(task, cfg, resume, allow_config_change, callbacks).fit()
+def fit(task: Task, cfg: TrainerConfig, resume: bool|str = False, allow_config_change: bool = False, callbacks=(),
+        overwrite: bool = False, allow_data_change: bool = False) -> dict:
+    "Train `task` with `cfg` (under `torchrun`/`accelerate launch` for several processes); `resume=True` continues from `cfg.out/checkpoints`, a path from that checkpoint; `overwrite=True` starts over a folder that holds a run; `allow_data_change=True` resumes on changed data (recorded)."
+    return Trainer(task, cfg, resume, allow_config_change, callbacks, overwrite, allow_data_change).fit()
+
+TRAINING_DATA = 'training_data.json'
 
 def export_model(result: dict, folder, use_ema: bool = True) -> Path:
-    "Save the main part of a `fit` result with `save_pretrained` (its EMA weights when it has some): one export for every method."
+    "Save the main part of a `fit` result with `save_pretrained` (its EMA weights when it has some), and `training_data.json` (the data identity it was trained on): one export for every method."
     part = next(iter(result['parts'].values()))
-    if not (use_ema and exists(part.ema)): return part.module.save_pretrained(folder)
-    with part.ema.swapped_into(part.module): return part.module.save_pretrained(folder)
+    if not (use_ema and exists(part.ema)): folder = part.module.save_pretrained(folder)
+    else:
+        with part.ema.swapped_into(part.module): folder = part.module.save_pretrained(folder)
+    if result.get('data') or result.get('data_history'):     # what it was trained on: the last data, and earlier data if it changed
+        save_json(strip_paths(dict(data=result.get('data'), earlier=result.get('data_history') or [])), Path(folder)/TRAINING_DATA)
+    return folder

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from ..core import exists, default
 from ..config import get_preset, method_of, register_method
-from ..data.tokens import TokenSequences, check_tokens
+from ..data.tokens import TokenSequences, check_tokens, read_manifest
 from ..generators.maskgit import MaskGIT
 from .ema import EMA
 from .loop import TrainerConfig, Task, Part, fit, export_model
@@ -57,6 +57,7 @@ class GeneratorTask(Task):
         self.cfg, method = cfg, method_of(cfg.preset)
         if not cfg.tokens and self.data is None:
             raise ValueError(f'{method.name} trains on token files: give --tokens DIR (a folder written by coda tokenize)')
+        self.tokens_dir = cfg.tokens if self.data is None else None      # where the tokens come from (None: given as data)
         self.data = default(self.data, lambda: TokenSequences.from_folder(cfg.tokens))
         nc = default(cfg.num_classes, self.data.num_classes)
         if self.model is None:
@@ -72,6 +73,12 @@ class GeneratorTask(Task):
 
     def dataset(self, cfg): return self.data
 
+    def data_identity(self, cfg) -> dict:
+        "The tokens: their folder, the fingerprint of the tokenizer that made them (`config_hash`, `weights_digest`) and the manifest's `content_digest`."
+        fp = self.data.fingerprint or {}
+        digest = read_manifest(self.tokens_dir).get('content_digest') if self.tokens_dir else None
+        return dict(tokens=self.tokens_dir, config_hash=fp.get('config_hash'), weights_digest=fp.get('weights_digest'), content_digest=digest)
+
     def step(self, models, batch, ctx) -> dict:
         cfg, model = self.cfg, models[self.name]
         seq, y = (t.to(ctx.device) for t in batch)
@@ -84,10 +91,11 @@ register_method('maskgit', task=GeneratorTask, train_config=MaskGITTrainConfig)
 MaskGITTask = GeneratorTask                      # the name before the generator protocol
 
 def train_maskgit(cfg: MaskGITTrainConfig, resume: bool|str = False, model: MaskGIT|None = None, data: TokenSequences|None = None,
-                  allow_config_change: bool = False, callbacks=()) -> dict:
-    "Train a MaskGIT on the shared loop; the result's `model` holds the trained weights (`ema` their EMA)."
+                  allow_config_change: bool = False, callbacks=(), overwrite: bool = False, allow_data_change: bool = False) -> dict:
+    "Train a MaskGIT on the shared loop (`fit`'s options); the result's `model` holds the trained weights (`ema` their EMA)."
     task = GeneratorTask(model, data)
-    r = fit(task, cfg, resume=resume, allow_config_change=allow_config_change, callbacks=callbacks)
+    r = fit(task, cfg, resume=resume, allow_config_change=allow_config_change, callbacks=callbacks, overwrite=overwrite,
+            allow_data_change=allow_data_change)
     return r | dict(model=task.model, ema=r['parts'][task.name].ema)
 
 def export_maskgit(result: dict, folder, use_ema: bool = True):

@@ -124,6 +124,10 @@ class TokenizerTask(Task):
 
     def dataset(self, cfg): return self.ds
 
+    def data_identity(self, cfg) -> dict:
+        "The training images: `data` (a name or a folder) and the folder's `content_id` (None for 'photos' and 'fashion-mnist')."
+        return dict(data=cfg.data, content_id=self.ds.content_id)
+
     def weighted_losses(self, out, loss=None):
         "`loss + Σ_k weight[k] · out.losses[k]` (+ `latent_l2 · |f_hat - f|²`), the weights from the training config."
         cfg = self.cfg
@@ -183,8 +187,9 @@ class TokenizerTask(Task):
         return evaluate(self.tok, self.eval_dataset(), fid=False, progress=False, rank=acc.process_index, world=acc.num_processes)
 
 def train_tokenizer(cfg: TokenizerTrainConfig, resume: bool|str = False, tokenizer=None, allow_config_change: bool = False,
-                    callbacks=(), strict: bool = False) -> dict:
-    "Train a tokenizer on the shared loop; the result adds `tokenizer`, `ema`, `cached_latents` and `skipped_files` (an image folder's unreadable files; `strict`: refused)."
+                    callbacks=(), strict: bool = False, overwrite: bool = False, allow_data_change: bool = False) -> dict:
+    "Train a tokenizer on the shared loop (`fit`'s options); the result adds `tokenizer`, `ema`, `cached_latents` and `skipped_files` (an image folder's unreadable files; `strict`: refused)."
     task = TokenizerTask(tokenizer, strict)
-    r = fit(task, cfg, resume=resume, allow_config_change=allow_config_change, callbacks=callbacks)
+    r = fit(task, cfg, resume=resume, allow_config_change=allow_config_change, callbacks=callbacks, overwrite=overwrite,
+            allow_data_change=allow_data_change)
     return r | dict(tokenizer=task.tok, ema=r['parts']['tokenizer'].ema, cached_latents=task.cache, skipped_files=task.ds.skipped)
