@@ -73,7 +73,7 @@ def test_checker_catches_each_kind():
     good = ('CODA (Liu et al., 2025, arXiv:2503.17760) trains in 12 s per step; see [the VQ page](api/31_vq.ipynb), '
             'the `tmp` folder, `runs/demo/tokenizer`, `../coda_nb/eval/metrics.py`, https://example.org/coda_nb/api/x.html, '
             'and an embedded figure <img src="data:image/png;base64,AAAA/tmp/'
-            'BBB/work/CCsession+Issue+12DD=">.')
+            'BBB/data/CCsession+Issue+12DD=">.')
     assert find_violations(good) == [], find_violations(good)
 
 def test_notebook_texts_reads_outputs(tmp_path):

@@ -28,9 +28,9 @@ def read_verified(path, digest: str|None, what: str = '', fix: str = '') -> byte
     path = Path(path); h, chunks = hashlib.sha256(), []
     with open(path, 'rb') as f:
         for b in iter(lambda: f.read(1 << 22), b''): h.update(b); chunks.append(b)
-    got = h.hexdigest()
+    got, n = h.hexdigest(), sum(map(len, chunks))
     if exists(digest) and not got.startswith(digest):
-        raise IntegrityError(f'{path}: {what or "contents"} damaged or replaced (SHA-256 {got[:16]}..., '
+        raise IntegrityError(f'{path}: {what or "contents"} damaged or replaced ({n} bytes, SHA-256 {got[:16]}..., '
                              f'recorded {digest[:16]}...){"; " + fix if fix else ""}')
     return b''.join(chunks)
 
@@ -68,20 +68,27 @@ class FolderBusyError(ValueError):
     "Another process holds the writer lock of a folder."
 
 class writer_lock:
-    "Context manager: hold `folder/.{name}.lock`, or raise `FolderBusyError` naming the holder's pid (after `wait` s)."
-    def __init__(self, folder, name: str = 'writer', wait: float = 0):
+    "Hold `folder/.{name}.lock` (or `folder/lock_file`), the holder's pid beside it; a second writer gets `busy(pid)` (a `FolderBusyError`) after `wait` s."
+    def __init__(self, folder, name: str = 'writer', wait: float = 0, lock_file: str|None = None):
         self.folder, self.name, self.wait = Path(folder), name, wait
-        self.path = self.folder/f'.{name}.lock'; self.pid_file = self.folder/f'.{name}.pid'
-    def __enter__(self):
+        self.path = self.folder/(lock_file or f'.{name}.lock'); self.pid_file = self.path.with_name(self.path.name + '.pid')
+        self._lock = FileLock(self.path)
+    def busy(self, pid: str) -> Exception:
+        "The error a second writer gets."
+        return FolderBusyError(f'{self.folder}: another process (pid {pid}) is writing here ({self.name}); wait for it to '
+                               f'finish, or use another output folder')
+    def acquire(self):
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.lock = FileLock(self.path)
-        try: self.lock.acquire(timeout=self.wait)
+        try: self._lock.acquire(timeout=self.wait)
         except Timeout:
             try: pid = self.pid_file.read_text().strip() or '?'
             except OSError: pid = '?'
-            raise FolderBusyError(f'{self.folder}: another process (pid {pid}) is writing here ({self.name}); wait for it to '
-                                  f'finish, or use another output folder') from None
+            raise self.busy(pid) from None
         self.pid_file.write_text(str(os.getpid()))
         return self
-    def __exit__(self, *exc):
-        self.lock.release(); return False
+    @property
+    def held(self) -> bool: return self._lock.is_locked
+    def release(self):
+        if self._lock.is_locked: self.pid_file.unlink(missing_ok=True); self._lock.release()
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release(); return False

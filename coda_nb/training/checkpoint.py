@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib, io, json, os, shutil
 from pathlib import Path
 import torch
-from filelock import FileLock, Timeout
+from ..data.integrity import FolderBusyError, IntegrityError, read_verified, writer_lock
 from safetensors.torch import save as st_save, load as st_load
 from ..core import atomic_write
 
@@ -79,10 +79,8 @@ def _read(ck: Path, name: str, sums: dict|None) -> bytes:
     f = ck/name
     if not f.is_file():
         raise CheckpointError(f'{f}: missing from the checkpoint{f" ({CHECKSUMS} lists it)" if sums else ""}; {_advice(ck)}')
-    data = f.read_bytes()
-    if sums is not None and name in sums and hashlib.sha256(data).hexdigest() != sums[name]:
-        raise CheckpointError(f'{f}: damaged or truncated ({len(data)} bytes, and its SHA-256 is not the one {CHECKSUMS} recorded); {_advice(ck)}')
-    return data
+    try: return read_verified(f, (sums or {}).get(name), f'checkpoint file', _advice(ck))
+    except IntegrityError as e: raise CheckpointError(str(e)) from e
 
 def _json(f: Path, data: bytes, ck: Path):
     try: return json.loads(data)
@@ -201,28 +199,12 @@ def clear_run(out) -> list[str]:
         elif p.exists() or p.is_symlink(): p.unlink(); gone.append(n)
     return gone
 
-class RunLockedError(ValueError):
+class RunLockedError(FolderBusyError):
     "Another process is writing the run folder."
 
-class RunLock:
-    "An exclusive lock on a run folder (`.lock`, the holder's pid in `.lock.pid`); a second writer is refused at once, naming the holder."
-    def __init__(self, folder):
-        self.folder = Path(folder); self.file, self.pid_file = self.folder/'.lock', self.folder/'.lock.pid'
-        self._lock = FileLock(self.file, timeout=0)
-    def acquire(self) -> RunLock:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        try: self._lock.acquire()
-        except Timeout:
-            try: pid = self.pid_file.read_text().strip() or 'unknown'
-            except OSError: pid = 'unknown'
-            raise RunLockedError(f'{self.folder} is being written by another training process (pid {pid}; lock file {self.file}): '
-                                 'wait for it to end or stop it, or train into another out folder') from None
-        write_text_atomic(self.pid_file, f'{os.getpid()}\n')
-        return self
-    @property
-    def held(self) -> bool: return self._lock.is_locked
-    def release(self):
-        if self._lock.is_locked: self.pid_file.unlink(missing_ok=True); self._lock.release()
-    def __enter__(self): return self.acquire()
-    def __exit__(self, *exc): self.release()
-
+class RunLock(writer_lock):
+    "The writer lock of a run folder (`.lock`, the holder's pid in `.lock.pid`): the shared `writer_lock` with the trainer's message."
+    def __init__(self, folder): super().__init__(folder, 'run', lock_file='.lock')
+    def busy(self, pid):
+        return RunLockedError(f'{self.folder} is being written by another training process (pid {pid}; lock file {self.path}): '
+                              'wait for it to end or stop it, or train into another out folder')
