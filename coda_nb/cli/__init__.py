@@ -13,11 +13,11 @@ from ..core import exists, default, cpu_only, save_json, atomic_write, end_distr
 from ..config import ConfigError, list_presets, get_preset, method_of, split_overrides, deprecated
 from ..weights import MissingWeightsError
 from .common import Formatter, data_flags, common_flags, dist_state, load_tokenizer, data_name, say_skipped
-from .data import add_tokenize_parser, add_decode_parser, cmd_tokenize, cmd_decode
+from .data import add_tokenize_parser, add_decode_parser, add_pack_parser, cmd_tokenize, cmd_decode, cmd_pack
 from .generate import add_sample_parser, add_fid_parser, check_sample_flags, cmd_sample, cmd_fid
 
 # subcommands that live in their own modules add their flags here (after train, eval, demo, train-vae, presets)
-ADD_PARSERS = [add_tokenize_parser, add_decode_parser, add_sample_parser, add_fid_parser]
+ADD_PARSERS = [add_tokenize_parser, add_decode_parser, add_pack_parser, add_sample_parser, add_fid_parser]
 
 # %% auto #0
 __all__ = ['ADD_PARSERS', 'TRAIN_FLAGS', 'EXPORT_FOLDER', 'COMMANDS', 'USER_ERRORS', 'train_alias', 'eval_alias',
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser('train', help='train a tokenizer or a generator (under accelerate launch / torchrun for several processes)', formatter_class=Formatter)
     t.add_argument('--preset', default='coda-taef2-tiny', help=f'a tokenizer ({", ".join(list_presets("tokenizer"))}) or a generator ({", ".join(list_presets("generator"))})')
     t.add_argument('--tokens', default=None, help='generators: the token folder to train on (written by coda tokenize; same as tokens=)')
-    t.add_argument('--data', default=None, help="an image folder, 'photos' or 'fashion-mnist' (default: the preset's)")
+    t.add_argument('--data', default=None, help="an image folder, tar shards (a .tar, a folder of them, or train-{000000..000099}.tar), 'photos' or 'fashion-mnist' (default: the preset's)")
     t.add_argument('--vae-path', default=None, help="the VAE's weights (folder or file); default: found by coda_nb.weights")
     t.add_argument('--size', type=int, default=None, help="training image size in pixels (default: the preset's; same as image_size=)")
     for k, typ in TRAIN_FLAGS.items():
@@ -192,7 +192,7 @@ def cmd_presets(a) -> list:
     return []
 
 COMMANDS = {'train': cmd_train, 'eval': cmd_eval, 'tokenize': cmd_tokenize, 'decode': cmd_decode, 'demo': cmd_demo,
-            'train-vae': cmd_train_vae, 'presets': cmd_presets, 'sample': cmd_sample, 'fid': cmd_fid}
+            'train-vae': cmd_train_vae, 'presets': cmd_presets, 'sample': cmd_sample, 'fid': cmd_fid, 'pack': cmd_pack}
 
 
 # %% ../../nbs/api/80_cli.ipynb #89ea7908

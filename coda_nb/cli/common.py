@@ -19,7 +19,7 @@ class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionH
 def data_flags(p, split='test', size_help='default: the size the tokenizer was built for'):
     "The data flags every image-reading subcommand shares (their meaning is the same everywhere)."
     g = p.add_argument_group('data')
-    g.add_argument('--data', default='photos', help="an image folder, 'photos' or 'fashion-mnist'")
+    g.add_argument('--data', default='photos', help="an image folder, webdataset-style tar shards (a .tar file, a folder of .tar files, or a brace pattern such as 'train-{000000..000099}.tar'), 'photos' or 'fashion-mnist'")
     g.add_argument('--split', default=split, help="split of 'photos' / 'fashion-mnist'")
     g.add_argument('--size', type=int, default=None, help=f'image size in pixels ({size_help})')
     g.add_argument('--limit', '--n', dest='limit', type=int, default=None, help='use the first N images only')

@@ -1,4 +1,4 @@
-"""Images to sharded token files and back, deterministic, resumable and rank-parallel.
+"""Images to sharded token files and back, deterministic, resumable and rank-parallel; and an image folder packed into tar shards.
 
 Docs: https://coda-nb.github.io/coda_nb/api/cli_data.html.md"""
 
@@ -44,6 +44,25 @@ def cmd_tokenize(a) -> list:
     say_skipped(a, m.get('skipped_files'), Path(a.out)/'manifest.json')
     return [Path(a.out)/'manifest.json'] + [Path(a.out)/f for f in sorted({s['file'] for s in m['shards']} - set(left))]
 
+def add_pack_parser(sub):
+    "The `coda pack` subcommand's flags."
+    k = sub.add_parser('pack', help='an image folder into webdataset-style tar shards (verified, resumable)', formatter_class=Formatter)
+    k.add_argument('--data', required=True, help='the image folder (class sub-folders or flat)')
+    k.add_argument('--shard-size', type=int, default=1000, help='images per shard')
+    k.add_argument('--prefix', default='train', help='shard names: PREFIX-000000.tar, ...')
+    k.add_argument('--max-shards', type=int, default=None, help='stop after this many new shards; rerun to continue')
+    k.add_argument('--strict', action='store_true', help='stop at an unreadable image file (named) instead of leaving it out')
+    common_flags(k)
+
+def cmd_pack(a) -> list:
+    from coda_nb.data.tar_shards import pack_folder, SHARDS_FILE
+    r = pack_folder(a.data, a.out, a.shard_size, a.prefix, a.strict, max_shards=a.max_shards)
+    done = [s for s in r['shards'] if 'bytes' in s]
+    print(f"{a.out}: {len(done)}/{r['n_shards']} shards, {r['n_images']} images, {len(r['classes'])} classes"
+          + ('' if r['complete'] else f"; {r['n_shards'] - len(done)} shards left: rerun to resume"))
+    say_skipped(a, r['skipped_files'], Path(a.out)/SHARDS_FILE)
+    return [Path(a.out)/SHARDS_FILE] + [Path(a.out)/s['file'] for s in done]
+
 def cmd_decode(a) -> list:
     from coda_nb.data.tokens import decode_shards
     state = dist_state(); tok = load_tokenizer(a.tokenizer, state)
@@ -52,4 +71,4 @@ def cmd_decode(a) -> list:
 
 
 # %% auto #0
-__all__ = ['add_tokenize_parser', 'add_decode_parser', 'cmd_tokenize', 'cmd_decode']
+__all__ = ['add_tokenize_parser', 'add_decode_parser', 'cmd_tokenize', 'add_pack_parser', 'cmd_pack', 'cmd_decode']

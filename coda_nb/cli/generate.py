@@ -6,101 +6,187 @@ Docs: https://coda-nb.github.io/coda_nb/api/cli_generate.html.md"""
 
 # %% ../../nbs/api/83_cli_generate.ipynb #f3a85299
 from __future__ import annotations
-import math
+import json, math
 from pathlib import Path
 from ..core import exists, default, save_json
-from ..config import ConfigError, method_of
+from ..config import ConfigError, method_of, get_preset
 from .common import Formatter, common_flags, load_tokenizer, data_name
+
+PACKAGE_SAMPLING = dict(steps=12, schedule='cosine', guidance=0.0, ramp='constant', temperature=1.0, gumbel=4.5)   # without a recipe
+TOKEN_SUPPORT_FILE = 'token_support.json'
 
 def add_sample_parser(sub):
     "The `coda sample` subcommand's flags."
-    g = sub.add_parser('sample', help='images from a trained generator (MaskGIT), decoded by its tokenizer: samples.npz + grid.png', formatter_class=Formatter)
+    g = sub.add_parser('sample', help='images from a trained generator (MaskGIT), decoded by its tokenizer: samples.npz (ADM layout) + grid.png', formatter_class=Formatter)
     g.add_argument('--model', required=True, help='a generator folder (written by coda train --preset maskgit-...)')
     g.add_argument('--tokenizer', required=True, help='the tokenizer that made its training tokens')
-    g.add_argument('--n', type=int, default=100, help='number of images')
+    g.add_argument('--n', type=int, default=None, help='number of images (default: 100, or --per-class times the classes)')
+    g.add_argument('--per-class', type=int, default=None, help='N images of every class, in class order (the field: 50 per class, 1000 classes = 50,000)')
     g.add_argument('--labels', default='balanced', help="'balanced' (each class in turn), 'random', or one class id")
-    g.add_argument('--steps', type=int, default=12, help='decoding steps (at least 1, at most one per token)')
-    g.add_argument('--schedule', default='cosine', help="masked-count schedule: 'cosine', 'arccos', 'linear' or 'autonat-t8' (AutoNAT-L's searched 8 steps)")
-    g.add_argument('--guidance', type=float, default=0.0, help='w >= 0 of cond + w (cond - uncond); 0: no guidance')
-    g.add_argument('--ramp', default='constant', help="guidance over the steps: 'constant', 'linear' or 'power-cosine'")
-    g.add_argument('--temperature', type=float, default=1.0, help='sampling temperature >= 0; 0: greedy, each token the argmax of its logits')
-    g.add_argument('--gumbel', type=float, default=4.5, help='Gumbel temperature >= 0 of the confidence (times 1 - t); 0: reveal the most likely first')
+    rec = "default: the generator's recipe (its saved sampling config or its preset's), else "
+    g.add_argument('--steps', type=int, default=None, help=f'decoding steps (at least 1, at most one per token; {rec}12)')
+    g.add_argument('--schedule', default=None, help=f"masked-count schedule: 'cosine', 'arccos', 'linear' or 'autonat-t8' (AutoNAT-L's searched 8 steps; {rec}cosine)")
+    g.add_argument('--guidance', type=float, default=None, help=f'w >= 0 of cond + w (cond - uncond); 0: no guidance ({rec}0)')
+    g.add_argument('--ramp', default=None, help=f"guidance over the steps: 'constant', 'linear' or 'power-cosine' ({rec}constant)")
+    g.add_argument('--temperature', type=float, default=None, help=f'sampling temperature >= 0; 0: greedy, each token the argmax of its logits ({rec}1.0)')
+    g.add_argument('--gumbel', type=float, default=None, help=f'Gumbel temperature >= 0 of the confidence (times 1 - t); 0: reveal the most likely first ({rec}4.5)')
     g.add_argument('--seed', type=int, default=0, help='seed: the same seed gives the same images')
     g.add_argument('--batch-size', type=int, default=100, help='images per batch')
+    g.add_argument('--png-dir', default=None, help='also write one PNG per sample to this new folder (flat: 000000.png, ...; labels: arr_1 of samples.npz)')
     common_flags(g, 'runs/samples')
 
 def add_fid_parser(sub):
     "The `coda fid` subcommand's flags."
-    from coda_nb.eval.generation import SAMPLE_RANGES
-    f = sub.add_parser('fid', help='gFID of samples against reference statistics (or real images)', formatter_class=Formatter)
-    f.add_argument('--samples', required=True, help='a samples.npz written by coda sample (or any .npz whose images / arr_0 array is '
+    from coda_nb.eval.generation import SAMPLE_RANGES, REFERENCE_STATS
+    f = sub.add_parser('fid', help='gFID of samples against a reference: statistics, an ADM reference batch, images or a dataset', formatter_class=Formatter)
+    f.add_argument('--samples', required=True, help='a samples.npz written by coda sample (or any .npz whose arr_0 / images array is '
                    'uint8 N x H x W x 3), or a folder of RGB PNG files of one size')
     f.add_argument('--range', dest='value_range', choices=list(SAMPLE_RANGES), default=None,
                    help='the value range of float samples, which are refused without it (write --range=-1-1 with the =); uint8 samples need none')
-    f.add_argument('--ref', default=None, help='reference statistics .npz (mu, sigma, n)')
-    f.add_argument('--real', default=None, help="or real images: an image folder, 'photos' or 'fashion-mnist'")
+    f.add_argument('--real', default=None, help="the reference: an .npz of statistics (mu, sigma [, n]: coda fid --save-ref, or another tool's), "
+                   "an ADM reference batch (arr_0 images + mu/sigma, e.g. VIRTUAL_imagenet256_labeled.npz), an .npz of images (arr_0 or images), "
+                   "an image folder, or 'photos' / 'fashion-mnist'")
+    f.add_argument('--ref', default=None, help='the same as --real for a statistics .npz (the older name, still taken)')
+    f.add_argument('--real-stats', choices=list(REFERENCE_STATS), default='stored',
+                   help="an .npz with both mu/sigma and arr_0 images: 'stored' uses its mu/sigma (as ADM's evaluator does), "
+                   "'images' recomputes them from arr_0 with this package's Inception")
     f.add_argument('--split', default='test', help="split of --real 'photos' / 'fashion-mnist'")
     f.add_argument('--size', type=int, default=None, help='size of the --real images: the samples\' own, which are never resized '
                    '(default: the samples\' size; another is refused)')
-    f.add_argument('--limit', type=int, default=None, help='first N real images (default: as many as samples)')
-    f.add_argument('--save-ref', default=None, help='also save the --real statistics to this .npz')
+    f.add_argument('--limit', type=int, default=None, help='first N real images (default: as many as samples for a folder or dataset, all of an .npz)')
+    f.add_argument('--save-ref', default=None, help='also save the reference statistics computed here to this .npz')
     common_flags(f, 'runs/fid')
 
-def check_sample_flags(a):
-    "Refuse `coda sample` flags no sampler can use, before anything is loaded: one line naming the flag and its value."
-    for flag, v, ok, need in (('--n', a.n, a.n >= 1, 'a whole number >= 1 (the number of images)'),
-                              ('--steps', a.steps, a.steps >= 1, 'a whole number >= 1'),
-                              ('--batch-size', a.batch_size, a.batch_size >= 1, 'a whole number >= 1'),
-                              ('--temperature', a.temperature, a.temperature >= 0, '>= 0 (0: greedy, each token the argmax of its logits)'),
-                              ('--gumbel', a.gumbel, a.gumbel >= 0, '>= 0 (0: no noise on the confidence)'),
-                              ('--guidance', a.guidance, a.guidance >= 0, '>= 0 (0: no guidance)')):
-        if not (ok and math.isfinite(v)): raise ConfigError(f'{flag} must be {need}, got {v}')
+def check_sample_flags(a, where: str = ''):
+    "Refuse `coda sample` values no sampler can use (flags not given are skipped), before anything is loaded: one line naming the flag and its value."
+    for flag, v, ok, need in (('--n', a.n, lambda v: v >= 1, 'a whole number >= 1 (the number of images)'),
+                              ('--per-class', a.per_class, lambda v: v >= 1, 'a whole number >= 1 (images of every class)'),
+                              ('--steps', a.steps, lambda v: v >= 1, 'a whole number >= 1'),
+                              ('--batch-size', a.batch_size, lambda v: v >= 1, 'a whole number >= 1'),
+                              ('--temperature', a.temperature, lambda v: v >= 0, '>= 0 (0: greedy, each token the argmax of its logits)'),
+                              ('--gumbel', a.gumbel, lambda v: v >= 0, '>= 0 (0: no noise on the confidence)'),
+                              ('--guidance', a.guidance, lambda v: v >= 0, '>= 0 (0: no guidance)')):
+        if v is not None and not (ok(v) and math.isfinite(v)): raise ConfigError(f'{flag} must be {need}, got {v}{where}')
+
+def sampling_recipe(config: dict, folder=None) -> tuple:
+    "`(recipe, where)`: the generator's own sampling settings, a dict of `PACKAGE_SAMPLING`'s keys: `config['sampling']` (its saved config.json), else the run's train_config.json `sampling`, else the `sampling` of the preset that run names (model part, then training part); `({}, None)` when none."
+    given = lambda d: isinstance(d.get('sampling'), dict) and d['sampling']            # an empty dict is no recipe
+    if given(config): return config['sampling'], 'its config.json'
+    tc = Path(folder).parent/'train_config.json' if exists(folder) else None
+    if not (tc and tc.is_file()): return {}, None
+    try: t = json.loads(tc.read_text())
+    except json.JSONDecodeError: return {}, None
+    if given(t): return t['sampling'], 'its run\'s train_config.json'
+    try: p = get_preset(t.get('preset') or '', 'generator')
+    except ConfigError: return {}, None
+    for part in (p.model, p.train):
+        if given(part): return part['sampling'], f"the {p.name} preset's recipe"
+    return {}, None
+
+def resolve_sampling(a, recipe: dict, where: str|None) -> dict:
+    "Fill the sampling flags not given from `recipe`, then `PACKAGE_SAMPLING`; returns where each value came from."
+    unknown = sorted(set(recipe) - set(PACKAGE_SAMPLING))
+    if unknown: raise ConfigError(f'{where}: unknown sampling key(s) {", ".join(unknown)}; a sampling recipe takes {", ".join(PACKAGE_SAMPLING)}')
+    src = {}
+    for k, v in PACKAGE_SAMPLING.items():
+        if getattr(a, k) is not None: src[k] = 'flag'
+        elif k in recipe: setattr(a, k, type(v)(recipe[k])); src[k] = where
+        else: setattr(a, k, v); src[k] = 'package default'
+    check_sample_flags(a, f' (from {where})' if where else '')
+    return src
+
+def describe_sampling(a, src: dict) -> str:
+    "One line: the sampling values used, and where each came from."
+    vals = ', '.join(f'{k} {getattr(a, k)}' for k in PACKAGE_SAMPLING)
+    by = {}
+    for k, s in src.items(): by.setdefault(s, []).append(k)
+    return f'coda sample: {vals} (' + '; '.join(f'{", ".join(ks)}: {s}' for s, ks in by.items()) + ')'
+
+def sample_labels(a, C: int):
+    "The labels of `coda sample`: `--per-class` N of every class, else `--labels` over `--n` images."
+    import torch
+    from coda_nb.eval.generation import balanced_labels
+    if exists(a.per_class):
+        if a.labels != 'balanced': raise ConfigError(f'--per-class gives every class in turn: leave --labels out (got --labels {a.labels})')
+        if exists(a.n) and a.n != a.per_class * C:
+            raise ConfigError(f'--n {a.n} and --per-class {a.per_class} disagree: this generator has {C} classes, so --per-class {a.per_class} '
+                              f'makes {a.per_class * C} images; give one of them')
+        a.n = a.per_class * C
+    a.n = default(a.n, 100)
+    if a.labels == 'balanced': return balanced_labels(a.n, C)
+    if a.labels == 'random': return torch.randint(0, C, (a.n,), generator=torch.Generator().manual_seed(a.seed))
+    if a.labels.isdigit() and int(a.labels) < C: return torch.full((a.n,), int(a.labels))
+    raise ConfigError(f"--labels must be 'balanced', 'random' or a class id below {C}, got {a.labels!r}")
+
+def check_support(model, folder, tokens) -> dict|None:
+    "The level-0 support check of sampled tokens against the generator folder's `token_support.json`, printed in one line; None without that file."
+    from coda_nb.eval.generation import load_token_support, outside_support
+    f = Path(folder)/TOKEN_SUPPORT_FILE
+    if not f.is_file(): return None
+    if tokens.ndim != 2:
+        print(f'coda sample: {TOKEN_SUPPORT_FILE} not checked: it applies to index tokens, these are bits'); return dict(checked=False, reason='bit tokens')
+    r = outside_support(tokens, model.spec.levels, load_token_support(f)) | dict(checked=True, file=TOKEN_SUPPORT_FILE)
+    if r['n_outside']:
+        print(f"coda sample: warning: {r['n_outside']} of {r['n_samples']} samples ({100 * r['fraction_outside']:.0f} %) put a level-0 code "
+              f"the training tokens never use there ({r['codes_in_support']} codes seen in training): the generator has not learned its "
+              f"tokens' distribution (train longer, or check its recipe)")
+    else: print(f"coda sample: all {r['n_samples']} samples keep their level-0 codes among the {r['codes_in_support']} the training tokens use")
+    return r
 
 def cmd_sample(a) -> list:
-    import torch
-    from coda_nb.eval.generation import sample_images, balanced_labels
-    from coda_nb.generators.sampler import save_samples
+    from coda_nb.eval.generation import sample_images, save_sample_batch, check_png_dir, ADM_SAMPLES
     check_sample_flags(a)
+    if exists(a.png_dir): check_png_dir(a.png_dir)
     model, tok = load_tokenizer(a.model), load_tokenizer(a.tokenizer)
     m = method_of(model.config)
     if m.family != 'generator' or not hasattr(model, 'sample'):
         raise ConfigError(f'{a.model} holds a {m.name} {m.family}, not a generator: give --model a folder written by coda train --preset maskgit-...')
     C = max(model.num_classes, 1)
+    src = resolve_sampling(a, *sampling_recipe(model.config, a.model))
+    print(describe_sampling(a, src))
     sched = m.cli.sampling_schedule(a, model)
-    if a.labels == 'balanced': labels = balanced_labels(a.n, C)
-    elif a.labels == 'random': labels = torch.randint(0, C, (a.n,), generator=torch.Generator().manual_seed(a.seed))
-    elif a.labels.isdigit() and int(a.labels) < C: labels = torch.full((a.n,), int(a.labels))
-    else: raise ConfigError(f"--labels must be 'balanced', 'random' or a class id below {C}, got {a.labels!r}")
-    imgs = sample_images(model, tok, labels, a.batch_size, a.seed, progress=not a.no_progress, schedule=sched)
-    out = Path(a.out); files = save_samples(imgs, labels, out, nrow=min(10, a.n))
-    save_json(dict(vars(a) | dict(_argv=None), method=m.name, schedule=m.cli.describe_schedule(sched), labels_protocol=a.labels), out/'sample_config.json')
+    labels = sample_labels(a, C)
+    imgs, tokens = sample_images(model, tok, labels, a.batch_size, a.seed, progress=not a.no_progress, schedule=sched, return_tokens=True, as_uint8=True)
+    support = check_support(model, a.model, tokens)
+    out = Path(a.out); files = save_sample_batch(imgs, labels, out, nrow=min(10, a.n), png_dir=a.png_dir, progress=not a.no_progress)
+    protocol = dict(n=a.n, per_class=a.per_class, classes=C, labels_protocol=a.labels, seed=a.seed, batch_size=a.batch_size,
+                    sampling={k: getattr(a, k) for k in PACKAGE_SAMPLING}, sampling_sources=src,
+                    samples_format=ADM_SAMPLES, quantization='uint8 = round((x + 1) * 127.5) of images in [-1, 1]',
+                    png_dir=a.png_dir, image_size=list(imgs.shape[1:3]))
+    save_json(dict(vars(a) | dict(_argv=None), method=m.name, schedule=m.cli.describe_schedule(sched), protocol=protocol,
+                   token_support=support), out/'sample_config.json')
     return files + [out/'sample_config.json']
 
 def cmd_fid(a) -> list:
-    from coda_nb.eval.generation import image_stats, gfid, load_stats, save_stats, load_samples
-    from coda_nb.eval.metrics import InceptionFeatures
+    from coda_nb.eval.generation import image_stats, gfid, save_stats, load_samples, load_reference
+    from coda_nb.eval.metrics import InceptionFeatures, FeatureStats
     from coda_nb.data.images import size_mismatch
-    if a.ref is None and a.real is None: raise ConfigError('give --ref STATS.npz or --real DATA')
+    if exists(a.ref) and exists(a.real): raise ConfigError('give the reference once: --real (--ref is its older name for a statistics .npz)')
+    real = default(a.real, a.ref)
+    if real is None: raise ConfigError('give --real REFERENCE: statistics or an ADM reference batch (.npz), an .npz of images, an image folder, or a dataset name')
     s = load_samples(a.samples, a.value_range); images, name = s.images, Path(a.samples).name
     H, W = images.shape[1:3]
     if exists(a.size) and (H, W) != (a.size, a.size):       # scored at the size they were made: never resized to --size
         raise ConfigError(size_mismatch(f'the samples in {name} are', (H, W), '--size asks for', a.size,
                                         f'leave --size out (the reference images are then made {H} px, like the samples) or pass --size {H}; '
                                         'samples are scored at their own size, never resized'))
-    inc = InceptionFeatures()
-    if exists(a.ref): ref, what = load_stats(a.ref), str(a.ref)
-    else:
-        import torch
-        from coda_nb.data.datasets import get_dataset
-        ds = get_dataset(a.real, default(a.size, images.shape[1]), default(a.limit, len(images)), a.split)
-        ref = image_stats(torch.stack([ds[i] if torch.is_tensor(ds[i]) else ds[i][0] for i in range(len(ds))]), inc)
-        what = f'{data_name(a.real)} {a.split}, first {len(ds)}, {default(a.size, images.shape[1])} px'
-        if a.save_ref: save_stats(ref, a.save_ref, data=what)
-    r = gfid(image_stats(images, inc), ref, samples=str(a.samples), reference=what, images=s.source)
+    inc, progress = InceptionFeatures(), not a.no_progress
+    ref, proto = load_reference(real, inc, size=default(a.size, H), limit=a.limit, split=a.split, stats=a.real_stats, progress=progress,
+                                like=(H, W), n_default=len(images))
+    if a.save_ref and not isinstance(ref, FeatureStats):
+        raise ConfigError(f'--save-ref: {proto["reference"]} already holds statistics (nothing is computed to save); leave --save-ref out')
+    r = gfid(image_stats(images, inc, progress=progress, desc='inception: samples'), ref, samples=str(a.samples), images=s.source,
+             sample_size=[H, W], **proto)
     out = Path(a.out); save_json(r, out/'fid.json')
-    print(f"gFID {r['fid']:.2f} ({r['n_samples']} samples vs {r['n_reference']} reference images; {what})")
-    return [out/'fid.json'] + ([Path(a.save_ref)] if exists(a.real) and a.save_ref else [])
-
+    if a.save_ref: save_stats(ref, a.save_ref, data=proto['reference'])
+    vs = f"{r['n_reference']} reference images" if exists(r['n_reference']) else 'stored reference statistics (n not recorded)'
+    print(f"gFID {r['fid']:.2f} ({r['n_samples']} samples vs {vs}; {proto['reference']})")
+    if proto['reference_stats'] == 'stored' and not str(proto['reference_inception']).startswith('pt_inception'):
+        print('note: the stored mu/sigma were computed by another Inception than the samples\' features (ADM\'s reference batches: '
+              'its evaluator\'s TensorFlow graph); --real-stats images recomputes them from arr_0 with this package\'s')
+    return [out/'fid.json'] + ([Path(a.save_ref)] if a.save_ref else [])
 
 # %% auto #0
-__all__ = ['add_sample_parser', 'add_fid_parser', 'check_sample_flags', 'cmd_sample', 'cmd_fid']
+__all__ = ['PACKAGE_SAMPLING', 'TOKEN_SUPPORT_FILE', 'add_sample_parser', 'add_fid_parser', 'check_sample_flags',
+           'sampling_recipe', 'resolve_sampling', 'describe_sampling', 'sample_labels', 'check_support', 'cmd_sample',
+           'cmd_fid']

@@ -6,19 +6,21 @@ Docs: https://coda-nb.github.io/coda_nb/api/data.html.md"""
 
 # %% auto #0
 __all__ = ['ImageFolder', 'open_rgb', 'to_tensor', 'image_grid', 'center_crop_arr', 'PhotoCrops', 'photo_batch', 'load_photos',
-           'FashionMNIST', 'get_dataset', 'TrainImages', 'tokenize_folder', 'read_shards', 'decode_shards',
-           'read_manifest', 'TokenSequences', 'check_tokens', 'IntegrityError', 'FolderBusyError', 'read_verified',
-           'read_sealed', 'seal', 'writer_lock', 'StepSampler', 'train_loader', 'photo_clip', 'moving_pattern',
-           'VideoClips', 'frame_strip']
+           'FashionMNIST', 'FolderIndex', 'TarShards', 'pack_folder', 'get_dataset', 'TrainImages', 'tokenize_folder',
+           'read_shards', 'decode_shards', 'read_manifest', 'TokenSequences', 'check_tokens', 'IntegrityError',
+           'FolderBusyError', 'read_verified', 'read_sealed', 'seal', 'writer_lock', 'StepSampler', 'train_loader',
+           'photo_clip', 'moving_pattern', 'VideoClips', 'frame_strip']
 
 # %% ../../nbs/api/49_data.ipynb #c1b9fef0
 from .images import ImageFolder, open_rgb, to_tensor, image_grid, center_crop_arr
 from .photos import PhotoCrops, photo_batch, load_photos
 from .fashion_mnist import FashionMNIST
+from .image_index import FolderIndex
+from .tar_shards import TarShards, pack_folder
 from .datasets import get_dataset, TrainImages
 from .tokens import tokenize_folder, read_shards, decode_shards, read_manifest, TokenSequences, check_tokens
 from .integrity import IntegrityError, FolderBusyError, read_verified, read_sealed, seal, writer_lock
 from .sampler import StepSampler, train_loader
 from .video import photo_clip, moving_pattern, VideoClips, frame_strip
 
-_all_ = ['ImageFolder', 'open_rgb', 'to_tensor', 'image_grid', 'center_crop_arr', 'PhotoCrops', 'photo_batch', 'load_photos', 'FashionMNIST', 'get_dataset', 'TrainImages', 'tokenize_folder', 'read_shards', 'decode_shards', 'read_manifest', 'TokenSequences', 'check_tokens', 'IntegrityError', 'FolderBusyError', 'read_verified', 'read_sealed', 'seal', 'writer_lock', 'StepSampler', 'train_loader', 'photo_clip', 'moving_pattern', 'VideoClips', 'frame_strip']
+_all_ = ['ImageFolder', 'open_rgb', 'to_tensor', 'image_grid', 'center_crop_arr', 'PhotoCrops', 'photo_batch', 'load_photos', 'FashionMNIST', 'FolderIndex', 'TarShards', 'pack_folder', 'get_dataset', 'TrainImages', 'tokenize_folder', 'read_shards', 'decode_shards', 'read_manifest', 'TokenSequences', 'check_tokens', 'IntegrityError', 'FolderBusyError', 'read_verified', 'read_sealed', 'seal', 'writer_lock', 'StepSampler', 'train_loader', 'photo_clip', 'moving_pattern', 'VideoClips', 'frame_strip']

@@ -6,60 +6,44 @@ Docs: https://coda-nb.github.io/coda_nb/api/datasets.html.md"""
 
 # %% ../../nbs/api/43_datasets.ipynb #07fcd1c7
 from __future__ import annotations
-import errno, hashlib, json, os, warnings, torch
+import os, warnings, torch
 from pathlib import Path
 from torch.utils.data import Dataset, Subset
 from ..core import default, derive_seed
 from .images import (ImageFolder, ImageReadError, IMG_EXTENSIONS, train_transform, to_tensor, skipped_files, check_files,
                                  describe_skipped, center_crop_arr)
+from .image_index import scan_images, scan_stat, FolderIndex, known_verdicts, folder_digest, STRENGTH
+from .tar_shards import TarShards, is_shards
 from .photos import PhotoCrops
 from .fashion_mnist import FashionMNIST
 
 # %% auto #0
-__all__ = ['DATASETS', 'scan_images', 'ImageFolderIndex', 'content_id', 'get_dataset', 'TrainImages']
+__all__ = ['DATASETS', 'ImageFolderIndex', 'content_id', 'image_source', 'get_dataset', 'TrainImages']
 
 # %% ../../nbs/api/43_datasets.ipynb #fa0eba1b
-def _link_error(p: str) -> str|None:
-    "'dangling link' or 'link loop' for a link that leads nowhere or in a circle, else None."
-    try: os.stat(p); return None
-    except FileNotFoundError: return 'dangling link'
-    except OSError as e: return 'link loop' if e.errno == errno.ELOOP else f'unreadable link ({e.strerror})'
-
-def scan_images(root, exts=IMG_EXTENSIONS) -> tuple[list[str], dict[str, str]]:
-    "The image files under `root` (sorted relative POSIX names; links to folders and files followed) and `{name: reason}` of the links that cannot be followed."
-    root = str(root); files, bad = [], {}
-    rel = lambda p: Path(os.path.relpath(p, root)).as_posix()
-    chains = {root: {os.path.realpath(root)}}          # the real folders on the way down to each folder: a loop revisits one
-    for d, dirs, names in os.walk(root, followlinks=True):
-        chain, keep = chains.pop(d), []
-        for x in sorted(dirs):
-            p = os.path.join(d, x); real = os.path.realpath(p)
-            if real in chain: bad[rel(p)] = 'link loop'
-            else: chains[p] = chain | {real}; keep.append(x)
-        dirs[:] = keep
-        for n in names:
-            p = os.path.join(d, n); ext = Path(n).suffix.lower()
-            if os.path.islink(p) and (ext in exts or not ext) and (why := _link_error(p)): bad[rel(p)] = why   # no suffix: a folder's link?
-            elif ext in exts and os.path.isfile(p): files.append(rel(p))
-    return sorted(files), dict(sorted(bad.items()))
-
 class ImageFolderIndex(ImageFolder):
-    "`ImageFolder` listed by `scan_images` (linked class folders followed, broken links skipped with their reason), with a `content_id`."
+    "`ImageFolder` listed by `scan_images` (linked class folders followed, broken links skipped with their reason) and verified through its stored index (`FolderIndex`: only new and changed files decoded; `index=False`: all, nothing stored), with a `content_id`."
     def __init__(self, root, size=256, transform=None, check='decode', strict: bool = False, limit: int|None = None,
-                 exts=IMG_EXTENSIONS, workers: int|None = None):
-        if check not in ('none', 'header', 'decode'): raise ValueError(f"check must be 'none', 'header' or 'decode', got {check!r}")
-        self.root, self.size, self.check, self.strict, self._content_id = Path(root), size, check, strict, None
+                 exts=IMG_EXTENSIONS, workers: int|None = None, index: bool = True, index_dir=None):
+        if check not in STRENGTH: raise ValueError(f"check must be 'none', 'header' or 'decode', got {check!r}")
+        self.root, self.size, self.check, self.strict, self.index = Path(root), size, check, strict, None
         self.transform = default(transform, lambda: (lambda im: center_crop_arr(im, size)))
         if not self.root.is_dir(): raise FileNotFoundError(f'image folder {self.root} does not exist')
-        files, links = scan_images(self.root, exts)
-        self.classes = sorted({f.split('/')[0] for f in files if '/' in f})
-        self.errors, todo, good = dict(links), list(files), []    # errors: {relative name: reason}
-        while todo and (limit is None or len(good) < limit):       # with `limit`, only as many files as it takes
-            chunk, todo = (todo, []) if limit is None else (todo[:limit - len(good)], todo[limit - len(good):])
-            bad = check_files([self.root/f for f in chunk], check, workers)
-            self.errors |= {f: bad[self.root/f] for f in chunk if self.root/f in bad}
-            good += [f for f in chunk if f not in self.errors]
-        self.skipped, n = list(self.errors), len(files) + len(links)
+        if limit is None and index:              # the whole folder: the stored index, verified across ranks
+            self.index = FolderIndex(self.root, check, exts, index_dir, workers)
+            self._stats, self.errors, good = self.index.stats, dict(self.index.errors), list(self.index.files)
+            n = len(self._stats) + len(self.index.links)
+        else:                                    # the first `limit` readable files: only as many decoded as it takes
+            self._stats, links = scan_stat(self.root, exts)
+            known = known_verdicts(self.root, self._stats, check, index_dir) if index else {}
+            self.errors, todo, good, n = dict(links), list(self._stats), [], len(self._stats) + len(links)   # errors: {name: reason}
+            while todo and (limit is None or len(good) < limit):
+                chunk, todo = (todo, []) if limit is None else (todo[:limit - len(good)], todo[limit - len(good):])
+                bad = check_files([self.root/f for f in chunk if f not in known], check, workers)
+                self.errors |= {f: why for f in chunk if (why := known[f] if f in known else bad.get(self.root/f)) is not None}
+                good += [f for f in chunk if f not in self.errors]
+        self.classes = sorted({f.split('/')[0] for f in self._stats if '/' in f})
+        self.skipped = list(self.errors)
         if self.skipped and strict:
             raise ImageReadError(f'{self.root}: {len(self.skipped)} of {n} image files cannot be read: {describe_skipped(self.errors)}. '
                                  'Repair or remove them, or leave strict mode (strict=False, no --strict) to skip them.')
@@ -67,7 +51,7 @@ class ImageFolderIndex(ImageFolder):
         cls = {c: i for i, c in enumerate(self.classes)}
         self.labels = [cls[f.split('/')[0]] if '/' in f else -1 for f in self.files]
         if not self.files:
-            raise ValueError(f'no readable images under {self.root}: {len(files)} file(s) with an image extension ({", ".join(exts)})'
+            raise ValueError(f'no readable images under {self.root}: {len(self._stats)} file(s) with an image extension ({", ".join(exts)})'
                              + (f', all unreadable: {describe_skipped(self.errors)}' if self.errors else ''))
         if self.skipped:
             warnings.warn(f'ImageFolder: skipped {len(self.skipped)} unreadable image file(s) under {self.root}: '
@@ -75,15 +59,12 @@ class ImageFolderIndex(ImageFolder):
 
     @property
     def content_id(self) -> str:
-        "SHA-256 (16 hex) of the accepted files' (name, size, mtime_ns) and the skipped files' reasons: what the folder holds, by `stat` only."
-        if self._content_id is None:
-            rows = [[f, (st := os.stat(self.root/f)).st_size, st.st_mtime_ns] for f in self.files]
-            rec = json.dumps(dict(files=sorted(rows), skipped=sorted(self.errors.items())))
-            self._content_id = hashlib.sha256(rec.encode()).hexdigest()[:16]
-        return self._content_id
+        "The folder's digest (`folder_digest`: the accepted files' names, sizes and mtimes, the skipped files' reasons; by `stat` only): the index's when the whole folder is indexed."
+        if self.index is not None: return self.index.digest
+        return folder_digest([[f, *self._stats[f]] for f in self.files], self.errors)
 
 def content_id(ds) -> str|None:
-    "The `content_id` of the image folder behind `ds` (looking through `Subset` and wrappers); None for datasets without one."
+    "The `content_id` of the image folder or shards behind `ds` (looking through `Subset` and wrappers); None for datasets without one."
     for _ in range(8):
         if isinstance(getattr(type(ds), 'content_id', None), property): return ds.content_id
         ds = next((getattr(ds, a) for a in ('dataset', 'folder', 'ds') if getattr(ds, a, None) is not None), None)
@@ -94,21 +75,26 @@ def content_id(ds) -> str|None:
 # %% ../../nbs/api/43_datasets.ipynb #bedb1f4e
 DATASETS = ('photos', 'fashion-mnist')
 
+def image_source(data: str, size: int, strict: bool = False, limit: int|None = None) -> ImageFolder:
+    "The images `data` names, ADM centre crop: tar shards (`TarShards`: a `.tar` file, a folder of them, a brace pattern) or an image folder (`ImageFolderIndex`)."
+    if is_shards(data): return TarShards(data, size=size, strict=strict, limit=limit)
+    return ImageFolderIndex(data, size=size, strict=strict, limit=limit)
+
 def get_dataset(data: str, size: int, n: int|None = None, split: str = 'test', strict: bool = False) -> Dataset:
-    "A dataset by name: 'photos', 'fashion-mnist' or an image folder (ADM centre crop, broken files skipped or, `strict`, refused); the first `n` items."
+    "A dataset by name: 'photos', 'fashion-mnist', tar shards or an image folder (ADM centre crop, broken files skipped or, `strict`, refused); the first `n` items."
     if data == 'photos': return PhotoCrops(size=size, n=default(n, 256), split=split, seed=0)
-    ds = FashionMNIST(split=split, size=size) if data == 'fashion-mnist' else ImageFolderIndex(data, size=size, strict=strict, limit=n)
+    ds = FashionMNIST(split=split, size=size) if data == 'fashion-mnist' else image_source(data, size, strict, n)
     return Subset(ds, range(min(len(ds), default(n, len(ds)))))
 
 # %% ../../nbs/api/43_datasets.ipynb #3ff303d4
 class TrainImages(Dataset):
-    "Training images keyed by `(index, position)`; image folders get the authors' random crop seeded by position, broken files skipped (or refused, `strict`)."
+    "Training images keyed by `(index, position)`; image folders and tar shards get the authors' random crop seeded by position, broken files skipped (or refused, `strict`)."
     def __init__(self, data: str, size: int, n: int = 1024, seed: int = 0, strict: bool = False):
         self.seed, self.folder = seed, None
         if data == 'photos': self.ds = PhotoCrops(size=size, n=n, split='train', seed=seed)
         elif data == 'fashion-mnist': self.ds = FashionMNIST(split='train', size=size, n=n)   # the first n images
         else:
-            self.ds = self.folder = ImageFolderIndex(data, size=size, strict=strict)
+            self.ds = self.folder = image_source(data, size, strict)
             self.tfm = train_transform(size)
     @property
     def skipped(self) -> list[dict]: return default(skipped_files(self), [])

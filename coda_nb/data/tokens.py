@@ -6,40 +6,32 @@ Docs: https://coda-nb.github.io/coda_nb/api/tokens.html.md"""
 
 # %% ../../nbs/api/44_tokens.ipynb #62992896
 from __future__ import annotations
-import hashlib, json, torch
+import json, torch
 from collections import namedtuple
 from pathlib import Path, PurePosixPath
 from torch.utils.data import DataLoader
 from safetensors import safe_open
-from safetensors.torch import save_file, load_file, load as load_safetensors
+from safetensors.numpy import load as load_arrays
 from tqdm.auto import tqdm
-from ..core import exists, default, atomic_write, save_json
+from ..core import exists, default, atomic_write
 from ..pretrained import strip_paths
 from .images import IMG_EXTENSIONS, skipped_files, size_mismatch
 from ..token_kinds import TokenSpec, token_kind
 from .datasets import content_id
-from .integrity import IntegrityError, read_json, read_verified, read_sealed, seal, sha256_hex, writer_lock
+from .integrity import IntegrityError, read_verified, sha256_hex, writer_lock
+from .token_store import (FORMAT, READ_FORMATS, MANIFEST, index_dtype, shard_name, level_key, disk_layout, manifest_layout,
+    from_disk, disk_shape, read_manifest, save_manifest, tensors_digest, content_digest, check_shard_meta, write_shard,
+    TokenSequences, MappedTokens, _FIX)
 
 # %% auto #0
-__all__ = ['FORMAT', 'MANIFEST', 'Shard', 'TokenizeResult', 'Tokens', 'index_dtype', 'shard_name', 'level_key', 'fingerprint',
-           'dataset_item', 'make_manifest', 'read_manifest', 'save_manifest', 'tensors_digest', 'content_digest',
-           'check_manifest', 'shard_metadata', 'load_shard', 'image_indices', 'tokenize_folder', 'iter_shards',
-           'read_shards', 'TokenSequences', 'check_tokens', 'indices_to_images', 'png_name', 'decode_shards']
+__all__ = ['Shard', 'TokenizeResult', 'Tokens', 'fingerprint', 'dataset_item', 'make_manifest', 'check_manifest',
+           'shard_metadata', 'load_shard', 'image_indices', 'tokenize_folder', 'iter_shards', 'read_shards',
+           'check_tokens', 'indices_to_images', 'png_name', 'decode_shards']
 
 # %% ../../nbs/api/44_tokens.ipynb #3e66ce7d
-FORMAT = 'coda-tokens/2'          # 2: a sealed manifest and a SHA-256 per shard
-MANIFEST = 'manifest.json'
-
-def index_dtype(codebook_size: int) -> torch.dtype:
-    "Storage type of the indices: int16 when every index fits (V <= 32767), else int32."
-    return torch.int16 if codebook_size <= 32767 else torch.int32
-
 def _storage_dtype(spec) -> torch.dtype:
-    "The token kind's storage type: int16/int32 for codebook indices, uint8 (0/1) for bits."
+    "The token kind's storage type (what the tokenizer's indices are converted to before `to_disk` narrows or packs them)."
     return token_kind(spec).storage_dtype
-
-def shard_name(k: int) -> str: return f'shard-{k:05d}.safetensors'
-def level_key(l: int) -> str: return f'level_{l:02d}'
 
 def fingerprint(tokenizer) -> dict:
     "What identifies the tokenizer that made tokens: its `fingerprint()` (`config_hash` and `weights_digest`)."
@@ -77,43 +69,11 @@ def make_manifest(tokenizer, n_images: int, image_size: int|None, shard_size: in
               for k, s in enumerate(range(0, n_images, shard_size))]
     return dict(format=FORMAT, **fingerprint(tokenizer), tokenizer_config=strip_paths(getattr(tokenizer, 'config', {})),
                 token_spec=spec.to_dict(), scales=[list(s) for s in spec.levels], levels=L, codebook_size=V,
-                dtype=str(_storage_dtype(spec)).removeprefix('torch.'), tokens_per_image=spec.tokens_per_image, bits=spec.bits,
+                layout=disk_layout(spec), dtype=disk_layout(spec)['dtype'], tokens_per_image=spec.tokens_per_image, bits=spec.bits,
                 image_size=image_size, latent_size=image_size // spec.downsample, data=data, data_id=data_id,
                 n_images=n_images, shard_size=shard_size, n_shards=len(shards), shards=shards,
                 keys=[level_key(l) for l in range(L)] + ['labels'])   | (
                 {} if skipped is None else dict(n_skipped=len(skipped), skipped_files=skipped))
-
-_FIX = 'tokenize again into a new --out folder'
-
-def read_manifest(tok_dir) -> dict:
-    "`TOKDIR/manifest.json`, its seal and structure checked, with errors that name the file."
-    f = Path(tok_dir)/MANIFEST
-    if not f.is_file(): raise FileNotFoundError(f'{tok_dir}: no {MANIFEST} (expected a folder written by coda tokenize)')
-    m = read_json(f, 'token manifest', _FIX)
-    if m.get('format') != FORMAT:
-        old = str(m.get('format', '')).startswith('coda-tokens/')
-        raise ValueError(f'{f}: format {m.get("format")!r}, expected {FORMAT!r}' + (f' (written by an older coda_nb); {_FIX}' if old else ''))
-    m = read_sealed(f, 'token manifest', _FIX)
-    sh, size = m.get('shards'), m.get('shard_size')
-    ok = isinstance(sh, list) and len(sh) == m.get('n_shards') and all(isinstance(s, dict) for s in sh) and isinstance(size, int) \
-         and [s.get('start') for s in sh] == [k * size for k in range(len(sh))] and sum(s.get('count', 0) for s in sh) == m.get('n_images')
-    if not ok: raise IntegrityError(f'{f}: the shard list does not add up to n_images={m.get("n_images")}; {_FIX}')
-    return m
-
-def save_manifest(m: dict, tok_dir) -> Path:
-    "Write `m`, sealed, as `TOKDIR/manifest.json` (atomically)."
-    return save_json(seal(m), Path(tok_dir)/MANIFEST)
-
-def tensors_digest(tensors: dict, ids: list) -> str:
-    "SHA-256 of a shard's content: its tensors' bytes in key order and its ids (not the file's bytes, whose header order may vary)."
-    h = hashlib.sha256()
-    for k in sorted(tensors): h.update(k.encode()); h.update(tensors[k].contiguous().numpy().tobytes())
-    h.update(json.dumps(ids).encode()); return h.hexdigest()
-
-def content_digest(m: dict) -> str|None:
-    "The digest of every shard's content, in order: what a model trained on these tokens records (None until every shard is written)."
-    if not all(s.get('content') for s in m['shards']): return None
-    return sha256_hex(''.join(s['content'] for s in m['shards']).encode(), 16)
 
 def check_manifest(old: dict, new: dict, where=''):
     "Raise if two manifests disagree on what goes into the shards."
@@ -126,21 +86,13 @@ def check_manifest(old: dict, new: dict, where=''):
 # %% ../../nbs/api/44_tokens.ipynb #96fcc884
 Shard = namedtuple('Shard', 'indices labels ids')
 
-def _check_shard_meta(meta: dict, manifest: dict, k: int, f):
-    for key in ('config_hash', 'weights_digest'):
-        if meta.get(key) != manifest[key]:
-            raise ValueError(f'{f}: made by a different tokenizer ({key} {meta.get(key)!r}, the manifest says {manifest[key]!r}); '
-                             f'refusing to mix tokens. Delete the shard or use another --out folder.')
-    want = manifest['shards'][k]
-    if (meta.get('shard'), meta.get('start'), meta.get('count')) != (str(k), str(want['start']), str(want['count'])):
-        raise ValueError(f'{f}: shard {meta.get("shard")} of images {meta.get("start")}+{meta.get("count")}, '
-                         f'expected shard {k} of images {want["start"]}+{want["count"]}')
+_check_shard_meta = check_shard_meta
 
 def _parse_safetensors(raw: bytes, f) -> tuple[dict, dict]:
     "Tensors and string metadata of a safetensors file's bytes."
     try:
         n = int.from_bytes(raw[:8], 'little'); header = json.loads(raw[8:8 + n])
-        return load_safetensors(raw), header.get('__metadata__') or {}
+        return load_arrays(raw), header.get('__metadata__') or {}
     except Exception as e: raise IntegrityError(f'{f}: not a readable safetensors file ({e}); {_FIX}') from e
 
 def shard_metadata(path) -> dict:
@@ -150,26 +102,25 @@ def shard_metadata(path) -> dict:
     except Exception as e: raise ValueError(f'{path}: not a readable safetensors file ({e})') from e
 
 def load_shard(tok_dir, k: int, manifest: dict|None = None) -> Shard:
-    "Shard `k` of `tok_dir`, checked: indices (list of `N x s x s` int64 per level), labels, ids."
+    "Shard `k` of `tok_dir`, hashed and checked (it is read whole: for decoding; training maps the shards, `MappedTokens`): indices (list of `N x s x s` int64 per level), labels, ids."
     m = default(manifest, lambda: read_manifest(tok_dir)); f = Path(tok_dir)/shard_name(k)
     if not f.is_file(): raise FileNotFoundError(f'{f}: missing (tokenization not finished? rerun coda tokenize to resume)')
     digest = m['shards'][k].get('sha256')
     if not digest: raise FileNotFoundError(f'{f}: not recorded in {MANIFEST} (its writer stopped before recording it); rerun coda tokenize to finish')
     raw = read_verified(f, digest, 'token shard', f'{_FIX}, or rerun coda tokenize after deleting this shard')   # hashed while read
     t, meta = _parse_safetensors(raw, f); _check_shard_meta(meta, m, k, f)
-    n, V = m['shards'][k]['count'], m['codebook_size']
+    n, V, D, lay = m['shards'][k]['count'], m['codebook_size'], m.get('bits'), manifest_layout(m)
     indices = []
     for l, s in enumerate(m['scales']):
         key = level_key(l)
         if key not in t: raise ValueError(f'{f}: no tensor {key}')
-        x, D = t[key], m.get('bits')
-        if exists(D):                                   # bit tokens: 0/1 uint8, N x h x w x D
-            if x.dtype != torch.uint8 or tuple(x.shape) != (n, *s, D):
-                raise ValueError(f'{f}, {key}: expected 0/1 uint8 bits of shape {(n, *s, D)}, got {x.dtype} {tuple(x.shape)}')
+        a, want = t[key], disk_shape(m, l, n)
+        if str(a.dtype) != lay['dtype'] or a.shape != want:
+            raise ValueError(f'{f}, {key}: expected {lay["dtype"]} {"bits" if exists(D) else "integer indices"} of shape {want}, got {a.dtype} {a.shape}')
+        x = from_disk(a, lay, D)
+        if exists(D):                                   # bit tokens: N x h x w x D
             if x.numel() and x.max() > 1: raise ValueError(f'{f}, {key}: bit values outside {{0, 1}} (found {x.max().item()}); the file was altered')
             indices.append(x.bool()); continue
-        if x.is_floating_point() or tuple(x.shape) != (n, *s):
-            raise ValueError(f'{f}, {key}: expected integer indices of shape {(n, *s)}, got {x.dtype} {tuple(x.shape)}')
         if x.numel() and (x.min() < 0 or x.max() >= V):
             raise ValueError(f'{f}, {key}: indices outside [0, {V}) (found {x.min().item()}..{x.max().item()}); '
                              f'the file was altered or not written by this tokenizer')
@@ -177,7 +128,7 @@ def load_shard(tok_dir, k: int, manifest: dict|None = None) -> Shard:
     ids = json.loads(meta.get('ids', '[]'))
     if 'labels' not in t or len(t['labels']) != n or len(ids) != n:
         raise ValueError(f'{f}: expected {n} labels and ids, got {len(t.get("labels", []))} and {len(ids)}')
-    return Shard(indices, t['labels'], ids)
+    return Shard(indices, torch.from_numpy(t['labels']), ids)
 
 # %% ../../nbs/api/44_tokens.ipynb #61fe35f7
 TokenizeResult = namedtuple('TokenizeResult', 'manifest written skipped')
@@ -207,13 +158,6 @@ def tokenize_folder(tokenizer, dataset, out_dir, shard_size: int = 1024, batch_s
             else: save_manifest(m, out)
         return _tokenize_shards(tokenizer, dataset, out, m, rank, world, max_shards, batch_size, num_workers, progress)
 
-def _record_shard(out: Path, k: int, digest: str, content: str) -> dict:
-    "Record shard `k`'s SHA-256 (file) and content digest in the manifest (the folder's once every shard is in), under the manifest lock."
-    with writer_lock(out, 'manifest', wait=120):
-        m = read_manifest(out); m['shards'][k] |= dict(sha256=digest, content=content)
-        m['content_digest'] = content_digest(m); save_manifest(m, out)
-    return m
-
 def _tokenize_shards(tokenizer, dataset, out, m, rank, world, max_shards, batch_size, num_workers, progress) -> TokenizeResult:
     mine = [k for k in range(m['n_shards']) if k % world == rank]
     done = [k for k in mine if (out/shard_name(k)).is_file() and m['shards'][k].get('sha256')]   # unrecorded: written again
@@ -237,12 +181,7 @@ def _tokenize_shards(tokenizer, dataset, out, m, rank, world, max_shards, batch_
                 for l, idx in enumerate(image_indices(tokenizer, x.to(device))): levels[l].append(idx.cpu().to(dtype))
                 labels.append(y); ids += i; pbar.update(len(x))
             _check_ids(ids, k, seen, out)
-            tensors = {level_key(l): torch.cat(v).contiguous() for l, v in enumerate(levels)} | dict(labels=torch.cat(labels))
-            meta = dict(format=FORMAT, config_hash=m['config_hash'], weights_digest=m['weights_digest'], shard=str(k),
-                        start=str(s['start']), count=str(s['count']), ids=json.dumps(ids))
-            digest = []
-            atomic_write(out/shard_name(k), lambda t: (save_file(tensors, t, metadata=meta), digest.append(sha256_hex(Path(t).read_bytes()))))
-            m = _record_shard(out, k, digest[0], tensors_digest(tensors, ids))
+            m = write_shard(out, k, m, [torch.cat(v) for v in levels], torch.cat(labels), ids)
     finally:
         pbar.close(); tokenizer.train(was_training)
     return TokenizeResult(m, todo, done)
@@ -274,33 +213,6 @@ def read_shards(tok_dir, allow_partial: bool = False) -> Tokens:
                   torch.cat([s.labels for s in shards]), sum((s.ids for s in shards), []), m)
 
 # %% ../../nbs/api/44_tokens.ipynb #70b90469
-class TokenSequences(torch.utils.data.Dataset):
-    "Token sequences `L` (or `L x D` bits) and labels, keyed by `(index, position)` like every training set."
-    def __init__(self, seq, labels, spec, fingerprint: dict|None = None):
-        if len(seq) == 0: raise ValueError('no token sequences (an empty token folder?)')
-        if seq.shape[1] != spec.tokens_per_image:
-            raise ValueError(f'sequences of {seq.shape[1]} tokens do not match the token spec ({spec.tokens_per_image} per image)')
-        token_kind(spec).check_sequences(seq)
-        self.seq, self.labels, self.spec, self.fingerprint = seq, torch.as_tensor(labels, dtype=torch.long), spec, fingerprint
-        self.content_digest = None
-    @classmethod
-    def from_folder(cls, tok_dir) -> TokenSequences:
-        "All shards of a `coda tokenize` folder (each checked against the manifest's fingerprint)."
-        t = read_shards(tok_dir)
-        m = t.manifest
-        spec = TokenSpec.from_dict(m['token_spec']) if 'token_spec' in m else \
-               TokenSpec('index', m['scales'], codebook_size=m['codebook_size'], image_size=m['image_size'])
-        seq = token_kind(spec).from_storage(spec.flatten(t.indices))      # bits: stored 0/1, fed to the model as ±1
-        ts = cls(seq, t.labels, spec, dict(config_hash=m['config_hash'], weights_digest=m['weights_digest']))
-        ts.content_digest = m.get('content_digest')       # what a model trained on them records (and a resume compares)
-        return ts
-    @property
-    def num_classes(self) -> int: return int(self.labels.max()) + 1 if len(self.labels) and self.labels.min() >= 0 else 0
-    def __len__(self): return len(self.seq)
-    def __getitem__(self, key):
-        i, _ = key
-        return self.seq[i], self.labels[i]
-
 def check_tokens(model_cfg: dict, fingerprint: dict|None, where: str = 'the tokens', doing: str = 'train'):
     "Refuse tokens (or a tokenizer) whose fingerprint differs from the one a model was trained on (`model_cfg['tokens']`)."
     had = model_cfg.get('tokens')

