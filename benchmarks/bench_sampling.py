@@ -1,6 +1,7 @@
 """MaskGIT sampling and training throughput of the generator presets on this CPU (random weights: speed, not quality).
 
     .venv/bin/python benchmarks/bench_sampling.py [--threads 1] [--steps 8] [--batch 4]
+    .venv/bin/python benchmarks/bench_sampling.py --batches 1 8 32 --steps 2 --presets maskgit-l   # per-step, by batch
 
 For each preset, in its own subprocess, over CODA's MAR token layout (10 levels, 680 tokens, V = 16384, 1000 classes):
   * sampling: `Sampler.sample` with an 8-step cosine schedule and guidance (one batched forward of 2B rows per step);
@@ -9,11 +10,18 @@ For each preset, in its own subprocess, over CODA's MAR token layout (10 levels,
   * training: forward + backward + AdamW step on batches of masked sequences (masked-token cross-entropy), tokens/s.
 The first sampling call and the first training step are warm-ups and are not timed. `maskgit-l` and `maskgit-b` use
 batch 1 for sampling and training (a CPU minute per image). Results go to benchmarks/results/sampling.json.
+
+With `--batches`, each preset samples (no training) once per batch size in one subprocess, after a one-step warm-up
+at batch 1, and the sampler's own timers give every decoding step's wall time and forward time
+(`Sampler(timing=True)`: on CUDA it synchronises around each forward). A step's overhead is
+`1 - forward / total`: masking, sampling the tokens, the confidences and the top-k, outside the transformer's forward
+(which includes the embedding and the head at the masked positions). Results go to benchmarks/results/sampling_batches.json.
 """
 import argparse, json, os, platform, subprocess, sys, time
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent/'results'/'sampling.json'
+OUT_BATCHES = OUT.with_name('sampling_batches.json')
 PRESETS = ['maskgit-tiny', 'maskgit-s', 'maskgit-b', 'maskgit-l']
 MAR = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
@@ -52,12 +60,66 @@ def worker(preset, steps, batch, threads):
                 train_step_s=train_s, train_tokens_per_s=batch * model.L / train_s)
 
 
+def batches_worker(preset, steps, batches, threads, guidance):
+    "Per-step wall and forward time of `Sampler.sample` at each batch size, for one preset (one process, one model)."
+    import torch
+    torch.set_num_threads(threads)
+    from coda_nb.tokenizers.protocol import TokenSpec
+    from coda_nb.generators.maskgit import build_maskgit
+    from coda_nb.generators.schedules import SamplingSchedule
+    from coda_nb.generators.sampler import Sampler
+    spec = TokenSpec('index', [(s, s) for s in MAR], codebook_size=16384)
+    model = build_maskgit(preset, spec, num_classes=1000).eval()
+    sched = SamplingSchedule.make(model.L, steps, 'cosine', guidance=guidance)
+    Sampler(model, SamplingSchedule.make(model.L, 1, 'cosine', guidance=guidance)).sample(torch.arange(1), seed=0)   # warm-up
+    out = dict(preset=preset, params=sum(p.numel() for p in model.parameters()), tokens=model.L, steps=steps,
+               masked_after_each_step=sched.masked, batches={})
+    for b in batches:
+        smp = Sampler(model, sched, timing=True)
+        la = os.getloadavg()
+        t = time.perf_counter(); smp.sample(torch.arange(b) % 1000, seed=1); total = time.perf_counter() - t
+        per = [dict(total_s=a, forward_s=f, overhead=1 - f / a) for a, f in zip(smp.step_s, smp.step_forward_s)]
+        out['batches'][str(b)] = dict(batch=b, rows_per_forward=b * (2 if guidance else 1), sample_s=total, images_per_s=b / total,
+                                      total_s_per_step=sum(smp.step_s) / steps, forward_s_per_step=sum(smp.step_forward_s) / steps,
+                                      overhead=1 - sum(smp.step_forward_s) / sum(smp.step_s), max_step_overhead=max(p['overhead'] for p in per),
+                                      per_step=per, loadavg_before=la, loadavg_after=os.getloadavg())
+        print(json.dumps(dict(batch=b, **{k: out['batches'][str(b)][k] for k in ('total_s_per_step', 'forward_s_per_step', 'overhead')})),
+              file=sys.stderr, flush=True)
+    return out
+
+
+def main_batches(a):
+    import torch
+    res = dict(command='python benchmarks/bench_sampling.py ' + ' '.join(sys.argv[1:]), threads=a.threads, torch=torch.__version__,
+               os=f'{platform.system()} {platform.release()}', machine=platform.machine(), cpu_count=os.cpu_count(),
+               loadavg_start=os.getloadavg(), tokens='CODA MAR layout, 680 tokens, V=16384, 1000 classes, random weights',
+               guidance=f'w={a.guidance}, batched cond+uncond (2B rows per forward)' if a.guidance else 'none (B rows per forward)',
+               schedule=f'{a.steps} cosine steps', device='cpu',
+               cuda='not measured: no CUDA device was available for this run', configs={})
+    for preset in a.presets:
+        env = os.environ | dict(OMP_NUM_THREADS=str(a.threads))
+        r = subprocess.run([sys.executable, __file__, '--worker', preset, '--threads', str(a.threads), '--steps', str(a.steps),
+                            '--guidance', str(a.guidance), '--batches', *map(str, a.batches)], stdout=subprocess.PIPE, text=True, env=env)
+        if r.returncode: raise SystemExit(f'{preset} failed (exit {r.returncode})')
+        res['configs'][preset] = c = json.loads(r.stdout.strip().splitlines()[-1])
+        for b in c['batches'].values():
+            print(f"{preset:11s} batch {b['batch']:3d}: {b['total_s_per_step']:8.2f} s/step, forward {b['forward_s_per_step']:8.2f} s/step, "
+                  f"outside forward {100 * b['overhead']:.2f} % (worst step {100 * b['max_step_overhead']:.2f} %), {b['images_per_s']:.4f} images/s", flush=True)
+    res['loadavg_end'] = os.getloadavg()
+    OUT_BATCHES.parent.mkdir(parents=True, exist_ok=True); OUT_BATCHES.write_text(json.dumps(res, indent=2))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--threads', type=int, default=1); p.add_argument('--steps', type=int, default=8)
     p.add_argument('--batch', type=int, default=4); p.add_argument('--presets', nargs='*', default=PRESETS)
+    p.add_argument('--batches', type=int, nargs='*', default=None, help='per-step timings at these batch sizes (sampling only)')
+    p.add_argument('--guidance', type=float, default=2.0)
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.worker and a.batches:
+        print(json.dumps(batches_worker(a.worker, a.steps, a.batches, a.threads, a.guidance))); return
+    if a.batches: return main_batches(a)
     if a.worker:
         print(json.dumps(worker(a.worker, a.steps, a.batch, a.threads))); return
     import torch

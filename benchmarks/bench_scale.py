@@ -2,6 +2,7 @@
 thread matrix, measured on synthetic data of this machine's size and extrapolated to ImageNet with stated formulas.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_scale.py [--quick] [--parts index,tokens,threads]
+    .venv/bin/python benchmarks/bench_scale.py --collect     # gather the parts' last full runs (their own JSON files)
 
 Each part is its own script beside this one, runnable alone, with a `run(quick=False) -> dict`:
   * `scale_index.py`   the verified image index: first index at 1 and 2 ranks, a restart on an unchanged folder of
@@ -29,6 +30,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--quick', action='store_true', help='small sizes: checks the script, not the numbers')
     p.add_argument('--parts', default=','.join(PARTS), help='comma-separated: ' + ', '.join(PARTS))
+    p.add_argument('--collect', action='store_true', help="run nothing: gather each part's last full run from its own "
+                   'results file (results/scale_<part>.json, which keeps that run\'s command and load)')
     p.add_argument('--out', default=str(OUT))
     a = p.parse_args(argv)
     import torch
@@ -41,12 +44,19 @@ def main(argv=None):
                 cpus=os.cpu_count(), omp_num_threads=os.environ.get('OMP_NUM_THREADS'), quick=a.quick)
     res.setdefault('parts', {})
     for name in want:
+        if a.collect:
+            f = HERE/'results'/f'{PARTS[name]}.json'
+            if not f.is_file(): p.error(f'{f.name}: not there; run benchmarks/{PARTS[name]}.py first')
+            res['parts'][name] = json.loads(f.read_text()) | dict(collected_from=f'benchmarks/results/{f.name}')
+            continue
         t0, load0 = time.time(), os.getloadavg()
         print(f'== {name} ({PARTS[name]}.py)', flush=True)
         r = _part(PARTS[name]).run(quick=a.quick)
         res['parts'][name] = dict(r, seconds=round(time.time() - t0, 1), loadavg_before=load0, loadavg_after=os.getloadavg(),
                                   finished=time.strftime('%Y-%m-%d %H:%M:%S'))
         out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix('.json.tmp'); tmp.write_text(json.dumps(res, indent=1, default=str) + '\n'); tmp.replace(out)
+    if a.collect:
         tmp = out.with_suffix('.json.tmp'); tmp.write_text(json.dumps(res, indent=1, default=str) + '\n'); tmp.replace(out)
     print(f'wrote {out}')
 

@@ -6,7 +6,7 @@ Docs: https://coda-nb.github.io/coda_nb/api/token_kinds.html.md"""
 
 # %% ../nbs/api/05_token_kinds.ipynb #69065807
 from __future__ import annotations
-import math
+import dataclasses, math
 from dataclasses import dataclass, asdict
 import torch, torch.nn as nn, torch.nn.functional as F
 
@@ -17,13 +17,15 @@ __all__ = ['TOKEN_KINDS', 'TokenSpec', 'register_token_kind', 'token_kind', 'Tok
 # %% ../nbs/api/05_token_kinds.ipynb #800a43fe
 @dataclass(frozen=True)
 class TokenSpec:
-    "The layout of a tokenizer's tokens: their kind, the grid of each level (any rank), and the kind's size."
+    "The layout of a tokenizer's tokens: their kind, the grid of each level (any rank), the kind's size, and whether the grids' first axis is time (clips)."
     kind: str                                   # a registered token kind: 'index' or 'bits'
     levels: tuple                               # the grid of each level, coarse to fine: (n,), (h, w) or (t, h, w)
     codebook_size: int|None = None              # index tokens: V
     bits: int|None = None                       # bit tokens: D
     image_size: int|None = None                 # the image size the tokenizer is built for (pixels), if it has one
     downsample: int|None = None                 # pixels per latent position, if the grid is a pixel grid
+    frame_axis: bool = False                    # clips: every level's grid is (t, ...) with the same t token frames
+    clip_frames: int|None = None                # clips: the pixel frames the token frames decode to, if known
 
     def __post_init__(self):
         if self.kind not in TOKEN_KINDS: raise ValueError(f'kind must be one of {sorted(TOKEN_KINDS)}, got {self.kind!r}')
@@ -31,12 +33,22 @@ class TokenSpec:
         if not levels or any(not l or min(l) < 1 for l in levels):
             raise ValueError(f'levels must be a non-empty list of grids of positive sizes, got {self.levels!r}')
         object.__setattr__(self, 'levels', levels)
+        if self.frame_axis and (any(len(l) < 2 for l in levels) or len({l[0] for l in levels}) != 1):
+            raise ValueError(f'a TokenSpec with a frame axis needs grids (t, ...) of rank >= 2 with the same t at every level, got {list(levels)}')
         TOKEN_KINDS[self.kind].check_spec(self)
 
     @property
     def num_levels(self) -> int: return len(self.levels)
     @property
-    def tokens_per_image(self) -> int: return sum(math.prod(l) for l in self.levels)
+    def tokens_per_image(self) -> int:
+        "Tokens of one sample: one image, or one clip when the spec has a frame axis."
+        return sum(math.prod(l) for l in self.levels)
+    @property
+    def frames(self) -> int|None:
+        "Token frames of a clip (the grids' first axis); None for images."
+        return self.levels[0][0] if self.frame_axis else None
+    @property
+    def tokens_per_frame(self) -> int: return self.tokens_per_image // (self.frames or 1)
     @property
     def token_kind(self) -> TokenKind: return token_kind(self)
     @property
@@ -45,8 +57,9 @@ class TokenSpec:
         return self.token_kind.bits_per_token
     @property
     def bits_per_pixel(self) -> float|None:
-        "Bits of all tokens divided by the pixels of one image (compare tokenizers at equal cost)."
-        return self.tokens_per_image * self.bits_per_token / self.image_size ** 2 if self.image_size else None
+        "Bits of all tokens divided by the pixels of one image, or of one clip (`clip_frames` frames; None when unknown): compare tokenizers at equal cost."
+        pixel_frames = self.clip_frames if self.frame_axis else 1
+        return self.tokens_per_image * self.bits_per_token / (self.image_size ** 2 * pixel_frames) if self.image_size and pixel_frames else None
 
     def flatten(self, tokens: list) -> torch.Tensor:
         "Per-level maps (`B x *grid`, plus a trailing `D` for bits) -> one `B x L` (or `B x L x D`) sequence, level by level."
@@ -71,7 +84,35 @@ class TokenSpec:
         "The level of every position of the flattened sequence."
         return torch.cat([torch.full((math.prod(g),), l) for l, g in enumerate(self.levels)])
 
-    def to_dict(self) -> dict: return asdict(self) | dict(levels=[list(l) for l in self.levels])
+    def frame_ids(self) -> torch.Tensor:
+        "The token frame of every position of the flattened sequence (all 0 for images)."
+        return torch.cat([torch.arange(g[0] if self.frame_axis else 1).repeat_interleave(math.prod(g[1:] if self.frame_axis else g))
+                          for g in self.levels])
+
+    def frame_position_ids(self) -> torch.Tensor:
+        "The (level, position) of every position within its frame, as one index in `[0, tokens_per_frame)` (images: `arange(L)`)."
+        out, k = [], 0
+        for g in self.levels:
+            n = math.prod(g[1:] if self.frame_axis else g)
+            out.append((torch.arange(n) + k).repeat(g[0] if self.frame_axis else 1)); k += n
+        return torch.cat(out)
+
+    def with_frames(self, frames: int, clip_frames: int|None = None) -> TokenSpec:
+        "The spec of a clip's tokens: this spec's per-frame grids with a frame axis of `frames` token frames in front."
+        if self.frame_axis: raise ValueError(f'this TokenSpec already has a frame axis ({self.frames} frames): call with_frames on the per-frame spec')
+        if not (isinstance(frames, int) and frames >= 1): raise ValueError(f'frames must be a positive int, got {frames!r}')
+        return dataclasses.replace(self, levels=tuple((frames,) + g for g in self.levels), frame_axis=True, clip_frames=clip_frames)
+
+    def for_tokens(self, tokens: list, clip_frames: int|None = None) -> TokenSpec:
+        "The spec of per-level maps as a tokenizer's `encode_indices` gives them: this one for images, `with_frames(t)` for clip maps `B x t x grid`."
+        if self.frame_axis or len(tokens) != self.num_levels: return self
+        g, t = self.levels[0], tokens[0]
+        framed = t.ndim == 2 + len(g) + len(self.token_kind.feature_dims) and tuple(t.shape[2:2 + len(g)]) == g
+        return self.with_frames(int(t.shape[1]), clip_frames) if framed else self
+
+    def to_dict(self) -> dict:
+        d = asdict(self) | dict(levels=[list(l) for l in self.levels])
+        return d if self.frame_axis else {k: v for k, v in d.items() if k not in ('frame_axis', 'clip_frames')}   # image specs: the keys they always had
     @classmethod
     def from_dict(cls, d: dict) -> TokenSpec: return cls(**d)
 

@@ -228,7 +228,7 @@ def sample_images(sampler, tokenizer, labels, batch_size: int = 100, seed: int =
     labels, images, tokens = torch.as_tensor(labels), None, []
     for k, i in enumerate(tqdm(range(0, len(labels), batch_size), desc='sample', disable=not progress)):
         t = sampler.sample(labels[i:i + batch_size], seed=seed + k, **({} if schedule is None else dict(schedule=schedule))).tokens
-        x = decode_samples(tokenizer, t)
+        x = decode_samples(tokenizer, t, spec=getattr(getattr(sampler, 'model', sampler), 'spec', None))
         if as_uint8: x = to_uint8_hwc(x)
         if images is None:                                  # filled in place: no second copy of all the images
             images = np.empty((len(labels), *x.shape[1:]), x.dtype) if as_uint8 else torch.empty((len(labels), *x.shape[1:]), dtype=x.dtype)

@@ -6,13 +6,15 @@ Docs: https://coda-nb.github.io/coda_nb/api/generators.html.md"""
 
 # %% auto #0
 __all__ = ['Generator', 'MaskGIT', 'MaskGITConfig', 'build_maskgit', 'flatten_tokens', 'unflatten_tokens', 'level_ids',
-           'SamplingSchedule', 'random_mask', 'AUTONAT_L_T8', 'Sampler', 'decode_samples', 'save_samples']
+           'SamplingSchedule', 'random_mask', 'AUTONAT_L_T8', 'Sampler', 'decode_samples', 'save_samples',
+           'encode_clips']
 
 # %% ../../nbs/api/99_generators.ipynb #bec049ff
 from typing import Protocol, runtime_checkable
 from .maskgit import MaskGIT, MaskGITConfig, build_maskgit, flatten_tokens, unflatten_tokens, level_ids
 from .schedules import SamplingSchedule, random_mask, AUTONAT_L_T8
 from .sampler import Sampler, decode_samples, save_samples
+from .video import encode_clips
 
 @runtime_checkable
 class Generator(Protocol):
@@ -24,4 +26,4 @@ class Generator(Protocol):
     def sample(self, labels, seed: int = 0, schedule=None): ...
 
 _all_ = ['Generator', 'MaskGIT', 'MaskGITConfig', 'build_maskgit', 'flatten_tokens', 'unflatten_tokens', 'level_ids',
-         'SamplingSchedule', 'random_mask', 'AUTONAT_L_T8', 'Sampler', 'decode_samples', 'save_samples']
+         'SamplingSchedule', 'random_mask', 'AUTONAT_L_T8', 'Sampler', 'decode_samples', 'save_samples', 'encode_clips']

@@ -1,4 +1,4 @@
-"""A bidirectional transformer over a tokenizer's tokens: every token of every residual level with its own learned (level, position) embedding, an in-context class token with a null class for guidance, a mask token, and an index head tied to the token embedding, or a bitwise head for binary tokens.
+"""A bidirectional transformer over a tokenizer's tokens: every token of every residual level with its own learned (level, position) embedding (and a frame embedding for clips), an in-context class token with a null class for guidance, a mask token, and an index head tied to the token embedding, or a bitwise head for binary tokens.
 
 Docs: https://coda-nb.github.io/coda_nb/api/maskgit.html.md"""
 
@@ -66,7 +66,8 @@ class MaskGIT(PretrainedMixin, nn.Module):
         self.tok_emb = kind.embedding(d)                              # index tokens: V + 1 rows, the last the mask token
         self.head = kind.head(d)
         if hasattr(self.head, 'tie'): self.head.tie(self.tok_emb)     # AutoNAT: logits against the (detached) embedding
-        self.pos_emb = nn.Embedding(self.L, d)                        # one row per (level, position)
+        self.pos_emb = nn.Embedding(spec.tokens_per_frame, d)         # one row per (level, position) (of a frame, for clips)
+        self.frame_emb = nn.Embedding(spec.frames, d) if spec.frame_axis else None   # clips: one row per token frame
         self.cls_emb = nn.Embedding(self.num_classes + 1, d)          # row num_classes is the null class
         self.emb_norm, self.emb_drop = nn.LayerNorm(d, eps=1e-6), nn.Dropout(config['dropout'])
         blk = lambda: Block(d, heads, hidden, bias=True, qk_norm=config['qk_norm'])
@@ -110,12 +111,23 @@ class MaskGIT(PretrainedMixin, nn.Module):
         "Token embeddings with masked positions replaced by the mask token."
         return self.tok_emb(tokens, mask)
 
+    def positions(self):
+        "The positional embedding of every token, `L x dim`: its (level, position) row, plus its frame's row for clips."
+        if self.frame_emb is None: return self.pos_emb.weight
+        out, k = [], 0
+        for g in self.spec.levels:                                      # level by level, frame by frame within a level
+            n = math.prod(g[1:])
+            out.append((self.frame_emb.weight[:, None] + self.pos_emb.weight[None, k:k + n]).flatten(0, 1)); k += n
+        return torch.cat(out)
+
     def forward(self, tokens, mask, labels=None, at=None):
         "`tokens` B x L (indices) or B x L x D (±1 bits), `mask` B x L (True = hidden); logits B x L x V (or x D bits), or M x V at the positions `at` (B x L bool)."
         B, L = mask.shape
-        if L != self.L: raise ValueError(f'expected {self.L} tokens per image ({self.spec.num_levels} levels), got {L}')
+        if L != self.L:
+            raise ValueError(f'expected {self.L} tokens per ' + (f'clip ({self.spec.frames} frames x {self.spec.tokens_per_frame})' if self.spec.frame_axis
+                             else f'image ({self.spec.num_levels} levels)') + f', got {L}')
         labels = default(labels, lambda: torch.full((B,), self.null_class, device=mask.device, dtype=torch.long))
-        x = self.embed(tokens, mask) + self.pos_emb.weight
+        x = self.embed(tokens, mask) + self.positions()
         x = torch.cat([self.cls_emb(labels)[:, None], x], 1)           # the in-context class token
         x = self.emb_drop(self.emb_norm(x))
         stack = []

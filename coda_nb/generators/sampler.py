@@ -34,22 +34,29 @@ def _gumbel(shape, generator, device):
 
 class Sampler:
     "MaskGIT decoding of `model` with `schedule`; `sample(labels, seed)` returns the tokens (B x L, or B x L x D bits)."
-    def __init__(self, model, schedule: SamplingSchedule, record: bool = False):
+    def __init__(self, model, schedule: SamplingSchedule, record: bool = False, timing: bool = False):
         check_schedule(schedule)
-        self.model, self.schedule, self.record = model, schedule, record
+        self.model, self.schedule, self.record, self.timing = model, schedule, record, timing
         self.forward_s = 0.0                        # time spent in the model's forward (the rest is the sampler's own)
+        self.step_s, self.step_forward_s = [], []   # the last `sample`'s wall time and forward time of each step
+
+    def _clock(self, device) -> float:
+        "`time.perf_counter()`, after waiting for the device's queued work when `timing` is on (CUDA runs ahead of the host)."
+        if self.timing and device.type == 'cuda': torch.cuda.synchronize(device)
+        return time.perf_counter()
 
     def logits(self, tokens, mask, labels, w: float, at=None):
         "Guided logits (at the positions `at` only, when given): one batched forward of the conditional and unconditional rows."
-        t0 = time.perf_counter()
-        if w == 0: out = self.model(tokens, mask, labels, at=at)
+        t0 = self._clock(mask.device)
+        if w == 0: out = self.model(tokens, mask, labels, at=at).float()
         else:
             null = torch.full_like(labels, self.model.null_class)
             both = None if at is None else torch.cat([at, at])
             c, u = self.model(torch.cat([tokens, tokens]), torch.cat([mask, mask]), torch.cat([labels, null]), at=both).float().chunk(2)
-            out = c + w * (c - u)
-        self.forward_s += time.perf_counter() - t0
-        return out.float()
+            out = torch.sub(c, u).mul_(w).add_(c)                    # c + w (c - u), in one buffer
+        self.forward_s += (dt := self._clock(mask.device) - t0)
+        self.step_forward_s.append(dt)
+        return out
 
     @torch.no_grad()
     def sample(self, labels, seed: int = 0) -> SampleOutput:
@@ -62,8 +69,10 @@ class Sampler:
         tokens = kind.empty(B, L, device)
         mask, steps = torch.ones(B, L, dtype=torch.bool, device=device), []
         last = torch.full((B, L), math.nan, device=device)                  # log p of each token when it was last sampled
+        self.step_s, self.step_forward_s = [], []
         try:
             for k in range(s.steps):
+                t0 = self._clock(device)
                 where = mask.nonzero(as_tuple=True)                         # only the masked positions are sampled
                 lg = self.logits(tokens, mask, labels, s.guidance[k], at=mask)
                 T = s.temperature[k]                                         # a draw at temperature T and its log p; T = 0: the argmax
@@ -80,15 +89,17 @@ class Sampler:
                 last[where] = logp
                 if self.record: steps.append(Step(new_mask.cpu(), reveal.cpu(), last.cpu()))
                 mask = new_mask
+                self.step_s.append(self._clock(device) - t0)
         finally: m.train(was)
         return SampleOutput(tokens, labels, steps)
 
 # %% ../../nbs/api/92_maskgit_sampler.ipynb #7770a9da
 @torch.no_grad()
-def decode_samples(tokenizer, tokens, batch_size: int = 64):
-    "Images in [-1, 1] from sampled token sequences, through the tokenizer's `decode_indices`."
-    spec = tokenizer.token_spec
-    out = [tokenizer.decode_indices(spec.unflatten(tokens[i:i + batch_size])).float().clamp(-1, 1).cpu()
+def decode_samples(tokenizer, tokens, batch_size: int = 64, spec=None):
+    "Images in [-1, 1] from sampled token sequences, through the tokenizer's `decode_indices`; `spec`: the sequences' layout (default the tokenizer's `token_spec`; clips: the generator's spec, decoded to `spec.clip_frames` frames)."
+    spec = default(spec, tokenizer.token_spec)
+    kw = dict(frames=spec.clip_frames) if spec.clip_frames else {}
+    out = [tokenizer.decode_indices(spec.unflatten(tokens[i:i + batch_size]), **kw).float().clamp(-1, 1).cpu()
            for i in range(0, len(tokens), batch_size)]
     return torch.cat(out)
 

@@ -14,7 +14,7 @@ from ..token_kinds import TokenSpec
 _all_ = ['TokenSpec']   # re-exported: the layout of a tokenizer's tokens lives with the token kinds
 
 # %% auto #0
-__all__ = ['Tokenizer', 'check_tokenizer', 'TokenizerOutput', 'init_params', 'check_pixels', 'TokenSpec']
+__all__ = ['Tokenizer', 'check_tokenizer', 'clip_token_spec', 'TokenizerOutput', 'init_params', 'check_pixels', 'TokenSpec']
 
 # %% ../../nbs/api/51_protocol.ipynb #9043c24e
 @runtime_checkable
@@ -30,6 +30,16 @@ def check_tokenizer(obj):
     missing = [m for m in ('encode_indices', 'decode_indices', 'token_spec', 'fingerprint') if not hasattr(obj, m)]
     if missing: raise TypeError(f'{type(obj).__name__} does not follow the tokenizer protocol: no {", ".join(missing)}')
     return obj
+
+# %% ../../nbs/api/51_protocol.ipynb #56f11817
+def clip_token_spec(tokenizer, frames: int) -> TokenSpec:
+    "The `TokenSpec` of a `frames`-frame clip's tokens: the tokenizer's per-frame `token_spec` with a frame axis of `tokenizer.token_frames(frames)` token frames."
+    spec = check_tokenizer(tokenizer).token_spec
+    if spec.frame_axis: return spec
+    if not hasattr(tokenizer, 'token_frames'):
+        raise TypeError(f'{type(tokenizer).__name__} encodes images only (it has no token_frames(T)): clips need a video tokenizer, '
+                        f'e.g. LatentBit over a video VAE or an image VAE run frame by frame')
+    return spec.with_frames(int(tokenizer.token_frames(frames)), clip_frames=frames)
 
 # %% ../../nbs/api/51_protocol.ipynb #4cf3bf35
 _OLD_FIELDS = dict(indices=('tokens', lambda o: o.tokens), quant_loss=("losses['quant']", lambda o: o.losses.get('quant')),
