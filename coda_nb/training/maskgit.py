@@ -7,18 +7,20 @@ Docs: https://coda-nb.github.io/coda_nb/api/train_maskgit.html.md"""
 # %% ../../nbs/api/77_train_maskgit.ipynb #00bf5666
 from __future__ import annotations
 import dataclasses, warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 import torch
-from ..core import exists, default
+from ..core import exists, default, save_json
 from ..config import get_preset, method_of, register_method
 from ..data.tokens import TokenSequences, check_tokens, read_manifest
 from ..generators.maskgit import MaskGIT
+from ..generators.schedules import random_mask
 from .ema import EMA
 from .loop import TrainerConfig, Task, Part, fit, export_model
 
 # %% auto #0
-__all__ = ['MaskGITTask', 'masked_loss', 'MaskGITTrainConfig', 'GeneratorTask', 'train_maskgit', 'export_maskgit']
+__all__ = ['TOKEN_SUPPORT', 'MaskGITTask', 'masked_loss', 'MaskGITTrainConfig', 'level_counts', 'token_support',
+           'attach_token_support', 'GeneratorTask', 'train_maskgit', 'export_maskgit']
 
 # %% ../../nbs/api/77_train_maskgit.ipynb #c1da66ed
 def masked_loss(model, logits, seq, mask, label_smoothing: float = 0.1):
@@ -44,9 +46,49 @@ class MaskGITTrainConfig(TrainerConfig):
     label_smoothing: float = 0.1
     class_dropout: float = 0.15          # labels replaced by the null class, for classifier-free guidance
     num_classes: int|None = None         # default: from the token labels (0: unconditional)
+    heldout: int = 256                   # the last sequences (at most a tenth) are held out: masked-token accuracy and level marginals
+    eval_every: int = 100                # ... scored every this many steps (0: never), on one fixed mask
+    sampling: dict = field(default_factory=dict)   # the recipe's sampling defaults (steps, schedule, guidance, temperature, gumbel): what `coda sample` uses
 
     preset_family, preset_method, command = 'generator', 'maskgit', 'coda train (maskgit)'
     loss_options = ('mask_schedule', 'label_smoothing', 'class_dropout')
+
+TOKEN_SUPPORT = 'token_support.json'
+
+def _rows(data, idx) -> tuple:
+    "Sequences and labels of items `idx` (a token folder reads only those)."
+    idx = list(idx)
+    if hasattr(data, 'rows'): return data.rows(idx)
+    i = torch.as_tensor(idx, dtype=torch.long); return data.seq[i], data.labels[i]
+
+def level_counts(data, n: int|None = None, chunk: int = 4096) -> torch.Tensor|None:
+    "`levels x V` counts of each code at each level over the first `n` sequences of index tokens `data`, read in chunks; None for bit tokens."
+    spec, n = data.spec, default(n, len(data))
+    if not isinstance(spec.codebook_size, int): return None      # bit tokens have no code ids
+    lv, counts = spec.level_ids(), torch.zeros(spec.num_levels, spec.codebook_size, dtype=torch.long)
+    for i in range(0, n, chunk):
+        seq = _rows(data, range(i, min(i + chunk, n)))[0].long()
+        for l in range(spec.num_levels): counts[l] += torch.bincount(seq[:, lv == l].flatten(), minlength=spec.codebook_size)
+    return counts
+
+def token_support(counts: torch.Tensor) -> dict:
+    "What `token_support.json` holds: per level, the sorted code ids the training tokens use there, and its token count."
+    return dict(format='coda-token-support/1',
+                levels=[dict(level=l, codes=torch.nonzero(c).flatten().tolist(), n_tokens=int(c.sum())) for l, c in enumerate(counts)])
+
+def attach_token_support(model, support: dict):
+    "Make `model.save_pretrained(folder)` (so `export_model` and `coda train`) also write `folder/token_support.json`."
+    model.token_support, save = support, type(model)._save_pretrained
+    def _save_pretrained(save_directory, _model=model):
+        save(_model, save_directory); save_json(_model.token_support, Path(save_directory)/TOKEN_SUPPORT)
+    model._save_pretrained = _save_pretrained          # the hub mixin calls `self._save_pretrained(folder)`
+
+class _Head(torch.utils.data.Dataset):
+    "The first `n` items of `data` (the rest are held out), read in whole batches when `data` can."
+    def __init__(self, data, n: int): self.data, self.n = data, n
+    def __len__(self): return self.n
+    def __getitem__(self, key): return self.data[key]
+    def __getitems__(self, keys): return self.data.__getitems__(keys) if hasattr(self.data, '__getitems__') else [self.data[k] for k in keys]
 
 class GeneratorTask(Task):
     "Any registered generator on token sequences: built for the tokens' spec, trained on its own `loss`."
@@ -68,10 +110,35 @@ class GeneratorTask(Task):
             raise ValueError(f'the model was built for token levels {self.model.spec.levels}, the tokens have {self.data.spec.levels}')
         self.model.to(acc.device)
         self.name = method.name
+        self.n_held = min(cfg.heldout, len(self.data) // 10)
+        self.n_train = len(self.data) - self.n_held
+        self.held = _rows(self.data, range(self.n_train, len(self.data))) if self.n_held else None
+        self.counts = level_counts(self.data, self.n_train)     # the training tokens' level marginals
+        if exists(self.counts): attach_token_support(self.model, token_support(self.counts))
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         return {method.name: Part(self.model, opt, ema=EMA(self.model, cfg.ema_decay) if cfg.ema else None)}
 
-    def dataset(self, cfg): return self.data
+    def dataset(self, cfg): return _Head(self.data, self.n_train) if self.n_held else self.data
+
+    @torch.no_grad()
+    def evaluate(self, models, step, acc) -> dict|None:
+        """The held-out sequences under one fixed mask (the training mask schedule, seeded): masked-token loss (no label smoothing) and
+        accuracy; index tokens also give, per level, the total-variation distance of the predicted code marginal from the training
+        tokens' and its mass on codes the training tokens never use there. Only every `eval_every` steps: no per-step host syncs."""
+        if not self.n_held: return None
+        model = models[self.name]; was = model.training; model.eval()
+        seq, y = (t.to(acc.device) for t in self.held)
+        mask = random_mask(len(seq), model.L, self.cfg.mask_schedule, generator=torch.Generator().manual_seed(self.cfg.seed)).to(acc.device)
+        try: lg = model(seq, mask, y).float()
+        finally: model.train(was)
+        r = dict(heldout_loss=float(model.kind.loss(lg[mask], seq[mask], 0.0)), heldout_acc=float(model.kind.accuracy(lg[mask], seq[mask])))
+        if exists(self.counts):
+            p, lv = lg[mask].softmax(-1).cpu(), model.spec.level_ids().expand(len(seq), -1)[mask.cpu()]
+            q = self.counts.double() / self.counts.sum(1, keepdim=True).clamp(min=1)
+            pl = [p[lv == l].double().mean(0) for l in range(len(q))]
+            r['level_tv'] = [round(float(0.5 * (a - b).abs().sum()), 4) for a, b in zip(pl, q)]
+            r['level_out_of_support'] = [round(float(a[c == 0].sum()), 4) for a, c in zip(pl, self.counts)]
+        return r
 
     def data_identity(self, cfg) -> dict:
         "The tokens: their folder, the fingerprint of the tokenizer that made them (`config_hash`, `weights_digest`) and the manifest's `content_digest`."
