@@ -120,25 +120,34 @@ def first_index_and_shards(n: int, n_read: int) -> dict:
     finally: shutil.rmtree(sh, ignore_errors=True)
     return dict(first_index=first, shards=shards)
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, parts=('restart', 'first_index')) -> dict:
+    "`parts`: 'restart' and/or 'first_index' (which also measures the tar shards)."
     import torch
     CACHE.mkdir(parents=True, exist_ok=True)
     res = dict(torch=torch.__version__, python=platform.python_version(), cpus=os.cpu_count(),
                omp_num_threads=os.environ.get('OMP_NUM_THREADS'), quick=quick)
-    l0 = os.getloadavg(); res['restart'] = restart(2_000 if quick else 100_000) | dict(loadavg_before=l0, loadavg_after=os.getloadavg())
-    l0 = os.getloadavg(); r = first_index_and_shards(300 if quick else 5_000, 50 if quick else 500)
-    res['first_index'] = r['first_index']
-    res['shards'] = r['shards'] | dict(loadavg_before=l0, loadavg_after=os.getloadavg())
+    if 'restart' in parts:
+        l0 = os.getloadavg(); res['restart'] = restart(2_000 if quick else 100_000) | dict(loadavg_before=l0, loadavg_after=os.getloadavg())
+    if 'first_index' in parts:
+        l0 = os.getloadavg(); r = first_index_and_shards(300 if quick else 5_000, 50 if quick else 500)
+        res['first_index'] = r['first_index']
+        res['shards'] = r['shards'] | dict(loadavg_before=l0, loadavg_after=os.getloadavg())
     return res
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--quick', action='store_true', help='small sizes: checks the script, not the numbers')
+    p.add_argument('--parts', default='restart,first_index', help="comma-separated: restart, first_index; parts not run keep "
+                   "their last results in the JSON, each with its own command and load")
     a = p.parse_args()
-    t0 = time.time()
-    r = dict(command='OMP_NUM_THREADS=%s python benchmarks/scale_index.py%s' % (os.environ.get('OMP_NUM_THREADS'), ' --quick' if a.quick else ''),
-             loadavg_start=os.getloadavg()) | run(a.quick)
-    r['seconds'] = round(time.time() - t0, 1)
+    t0, parts = time.time(), [s.strip() for s in a.parts.split(',') if s.strip()]
+    cmd = 'OMP_NUM_THREADS=%s python benchmarks/scale_index.py%s --parts %s' % (os.environ.get('OMP_NUM_THREADS'), ' --quick' if a.quick else '', ','.join(parts))
+    new = run(a.quick, parts)
+    for k in ('restart', 'first_index', 'shards'):
+        if k in new: new[k] = new[k] | dict(command=cmd)
     out = OUT if not a.quick else OUT.with_name('scale_index_quick.json')
-    out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(r, indent=1) + '\n')
+    r = json.loads(out.read_text()) if out.is_file() else {}
+    r |= dict(command=cmd, loadavg_start=os.getloadavg()) | new
+    r['seconds'] = round(time.time() - t0, 1)
+    out.parent.mkdir(parents=True, exist_ok=True); tmp = out.with_suffix('.json.tmp'); tmp.write_text(json.dumps(r, indent=1) + '\n'); tmp.replace(out)
     print(json.dumps(r, indent=1))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math, torch, torch.nn as nn, torch.nn.functional as F
 from ..core import default
 from .search import LevelOutput, _fmap, _tokens, chunked_mean_probs, chunked_search, entropy_terms
-from .tiled import tiled_quantize
+from .tiled import tile_sizes, tiled_quantize
 
 
 # %% auto #0
@@ -29,7 +29,7 @@ class CodeAttention(nn.Module):
 class AttentionQuantizer(nn.Module):
     "CODA's attention-based quantizer: retrieve the code with the largest softmax attention, return its value projection."
     def __init__(self, dim, codebook_size, attn_dim=32, norm='rms', beta=0.05, entropy_temperature=0.01, entropy_eps=1e-5,
-                 token_chunk=1024, code_chunk=4096, tiled=True, train_chunks=None):
+                 token_chunk=None, code_chunk=None, tiled=True, train_chunks=None):
         super().__init__()
         self.dim, self.codebook_size, self.attn_dim, self.beta = dim, codebook_size, attn_dim, beta
         self.entropy_temperature, self.entropy_eps, self.chunks = entropy_temperature, entropy_eps, (token_chunk, code_chunk)
@@ -76,7 +76,8 @@ class AttentionQuantizer(nn.Module):
 
     # ---------------- inference only: fp32, no autograd graph, chunked over codes and tokens, never N x V
     def _forward_infer(self, x, q, k, v, compute_loss):
-        kw = dict(denom=math.sqrt(self.attn_dim), token_chunk=self.chunks[0], code_chunk=self.chunks[1])
+        tc, cc = tile_sizes(q.shape[0], k.shape[0], q.device, *self.chunks)   # whole rows: one product and one max per tile
+        kw = dict(denom=math.sqrt(self.attn_dim), token_chunk=tc, code_chunk=cc)
         T = self.entropy_temperature if compute_loss else None
         s = chunked_search(q, k, temperature=T, **kw)
         z = v[s.indices]

@@ -10,15 +10,22 @@ import torch, torch.nn.functional as F
 from collections import namedtuple
 
 # %% auto #0
-__all__ = ['LOW', 'TiledAttention', 'tile_sizes', 'TiledCodeAttention', 'tiled_code_attention', 'tiled_quantize']
+__all__ = ['LOW', 'TiledAttention', 'tile_budget', 'tile_sizes', 'TiledCodeAttention', 'tiled_code_attention', 'tiled_quantize']
 
 # %% ../../nbs/api/35_tiled_attention.ipynb #425dc44b
 LOW = -87.   # e^-87 ~ 1.6e-38: still a normal float; CPU exp is 10-20x slower on arguments that underflow
 TiledAttention = namedtuple('TiledAttention', 'soft_v indices sample_entropy_N mean_probs')
 
-def tile_sizes(N, V, device='cpu', token_chunk=None, code_chunk=None, budget=None):
-    "Tile `(token_chunk, code_chunk)`: whole codebook rows by default, as many tokens as fit `budget` entries."
-    budget = budget or (2**21 if torch.device(device).type == 'cpu' else 2**26)
+def tile_budget(device='cpu', threads=None):
+    """Logit entries per tile: on the CPU 2^21 (8 MB) with one thread and 2^25 (128 MB) with more (every operator on a
+    tile is one rendezvous of the thread team: fewer, larger tiles); 2^26 on an accelerator. `threads`: default
+    `torch.get_num_threads()`, read at call time."""
+    if torch.device(device).type != 'cpu': return 2**26
+    return 2**21 if (threads or torch.get_num_threads()) <= 1 else 2**25
+
+def tile_sizes(N, V, device='cpu', token_chunk=None, code_chunk=None, budget=None, threads=None):
+    "Tile `(token_chunk, code_chunk)`: whole codebook rows by default, as many tokens as fit `tile_budget` entries."
+    budget = budget or tile_budget(device, threads)
     cc = min(V, code_chunk or V)
     return max(1, min(N, token_chunk or budget // cc)), max(1, cc)
 
