@@ -13,8 +13,8 @@ from .images import IMG_EXTENSIONS, check_files
 from .integrity import seal, read_sealed, writer_lock, IntegrityError, FolderBusyError
 
 # %% auto #0
-__all__ = ['INDEX_NAME', 'STRENGTH', 'scan_stat', 'scan_images', 'index_path', 'load_index', 'verify_share', 'verified_index',
-           'folder_digest', 'FolderIndex', 'known_verdicts']
+__all__ = ['STRENGTH', 'scan_stat', 'scan_images', 'index_path', 'load_index', 'verify_share', 'verified_index', 'folder_digest',
+           'FolderIndex', 'known_verdicts']
 
 # %% ../../nbs/api/40a_verified_folder.ipynb #b62f1232
 def _link_error(p: str) -> str|None:
@@ -58,15 +58,13 @@ def scan_images(root, exts=IMG_EXTENSIONS) -> tuple[list[str], dict[str, str]]:
     return list(files), bad
 
 # %% ../../nbs/api/40a_verified_folder.ipynb #2a3a35b5
-INDEX_NAME = '.coda_index.json'
 STRENGTH = dict(none=0, header=1, decode=2)
 
 def index_path(root, index_dir=None, kind: str = 'folder') -> Path:
-    "Where the index of `root` lives: `index_dir/<hash>.json` when given, else `root/.coda_index.json` when `root` is a writable folder, else `~/.cache/coda_nb/index/<hash>.json` (`$CODA_NB_CACHE/index`); `<hash>`: of the real path of `root`."
+    "Where the index of `root` lives: `index_dir/<hash>.json` when given, else `~/.cache/coda_nb/index/<hash>.json` (`$CODA_NB_CACHE/index`): never inside the data folder; `<hash>`: of the real path of `root`."
     root = Path(root)
     key = hashlib.sha256(f'{kind}:{os.path.realpath(root)}'.encode()).hexdigest()[:16]
     if index_dir is not None: return Path(index_dir)/f'{key}.json'
-    if kind == 'folder' and root.is_dir() and os.access(root, os.W_OK): return root/INDEX_NAME
     return cache_dir()/'index'/f'{key}.json'
 
 def _dist():

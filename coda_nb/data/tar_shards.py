@@ -107,11 +107,10 @@ def verify_shard(path, check: str = 'decode', workers: int = 1) -> dict:
 
 # %% ../../nbs/api/42a_tar_shards.ipynb #e958112a
 def shards_index_path(shards: list, index_dir=None) -> Path:
-    "Where the index of these shards lives: beside the first one when its folder is writable (`.coda_index-<hash>.json`), else in `index_dir` or `~/.cache/coda_nb/index`; `<hash>`: of the shards' real paths."
+    "Where the index of these shards lives: `index_dir/shards-<hash>.json` when given, else `~/.cache/coda_nb/index/shards-<hash>.json` (`$CODA_NB_CACHE/index`), never beside the shards; `<hash>`: of the shards' real paths."
     key = hashlib.sha256('\n'.join(os.path.realpath(s) for s in shards).encode()).hexdigest()[:16]
     if index_dir is not None: return Path(index_dir)/f'shards-{key}.json'
-    folder = Path(shards[0]).parent
-    return folder/f'.coda_index-{key}.json' if os.access(folder, os.W_OK) else cache_dir()/'index'/f'shards-{key}.json'
+    return cache_dir()/'index'/f'shards-{key}.json'
 
 def shards_digest(entries) -> str:
     "SHA-256 (16 hex) of the shards' `[name, size, mtime_ns]` and their skipped samples: what a set of shards holds, by `stat` only."

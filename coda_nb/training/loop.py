@@ -146,6 +146,9 @@ class Task:
     def skipped_files(self) -> list:
         "Unreadable training files the task left out (named in the run's outputs); by default those of its `ds`."
         return list(getattr(getattr(self, 'ds', None), 'skipped', None) or [])
+    def export_files(self) -> dict:
+        "JSON files `export_model` writes beside the exported model, `{file name: JSON-able value}` (called after training)."
+        return {}
     def evaluate(self, models: dict[str, nn.Module], step: int, acc) -> dict|None:
         "Called on every rank every `cfg.eval_every` steps with the unwrapped modules; the main rank logs the result."
         return None
@@ -388,7 +391,8 @@ class Trainer:
                            last=self.history[-1] if self.history else None, interrupted=self.interrupted, data=self.data,
                            data_history=self.data_history), out/'summary.json')
         summary = dict(steps=self.total, history=self.history, parts=self.parts, models={k: p.module for k, p in self.parts.items()},
-                       accelerator=acc, interrupted=self.interrupted, digest=digest, data=self.data, data_history=self.data_history)
+                       accelerator=acc, interrupted=self.interrupted, digest=digest, data=self.data, data_history=self.data_history,
+                       files=self.task.export_files())
         self._cb('on_train_end', summary)
         if self.world > 1:   # drop the DDP wrappers now: one still alive when the group is torn down can abort the process at exit
             self.models = self.optimizers = None; acc.free_memory(); gc.collect()
@@ -406,11 +410,12 @@ def fit(task: Task, cfg: TrainerConfig, resume: bool|str = False, allow_config_c
 TRAINING_DATA = 'training_data.json'
 
 def export_model(result: dict, folder, use_ema: bool = True) -> Path:
-    "Save the main part of a `fit` result with `save_pretrained` (its EMA weights when it has some), and `training_data.json` (the data identity it was trained on): one export for every method."
+    "Save the main part of a `fit` result with `save_pretrained` (its EMA weights when it has some), `training_data.json` (the data identity it was trained on) and the task's `export_files`: one export for every method."
     part = next(iter(result['parts'].values()))
     if not (use_ema and exists(part.ema)): folder = part.module.save_pretrained(folder)
     else:
         with part.ema.swapped_into(part.module): folder = part.module.save_pretrained(folder)
     if result.get('data') or result.get('data_history'):     # what it was trained on: the last data, and earlier data if it changed
         save_json(strip_paths(dict(data=result.get('data'), earlier=result.get('data_history') or [])), Path(folder)/TRAINING_DATA)
+    for name, value in (result.get('files') or {}).items(): save_json(value, Path(folder)/name)   # the task's own files (`Task.export_files`)
     return folder

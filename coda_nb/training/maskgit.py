@@ -19,8 +19,8 @@ from .ema import EMA
 from .loop import TrainerConfig, Task, Part, fit, export_model
 
 # %% auto #0
-__all__ = ['TOKEN_SUPPORT', 'MaskGITTask', 'masked_loss', 'MaskGITTrainConfig', 'level_counts', 'token_support',
-           'attach_token_support', 'GeneratorTask', 'train_maskgit', 'export_maskgit']
+__all__ = ['TOKEN_SUPPORT', 'MaskGITTask', 'masked_loss', 'MaskGITTrainConfig', 'level_counts', 'token_support', 'GeneratorTask',
+           'train_maskgit', 'export_maskgit']
 
 # %% ../../nbs/api/77_train_maskgit.ipynb #c1da66ed
 def masked_loss(model, logits, seq, mask, label_smoothing: float = 0.1):
@@ -76,13 +76,6 @@ def token_support(counts: torch.Tensor) -> dict:
     return dict(format='coda-token-support/1',
                 levels=[dict(level=l, codes=torch.nonzero(c).flatten().tolist(), n_tokens=int(c.sum())) for l, c in enumerate(counts)])
 
-def attach_token_support(model, support: dict):
-    "Make `model.save_pretrained(folder)` (so `export_model` and `coda train`) also write `folder/token_support.json`."
-    model.token_support, save = support, type(model)._save_pretrained
-    def _save_pretrained(save_directory, _model=model):
-        save(_model, save_directory); save_json(_model.token_support, Path(save_directory)/TOKEN_SUPPORT)
-    model._save_pretrained = _save_pretrained          # the hub mixin calls `self._save_pretrained(folder)`
-
 class _Head(torch.utils.data.Dataset):
     "The first `n` items of `data` (the rest are held out), read in whole batches when `data` can."
     def __init__(self, data, n: int): self.data, self.n = data, n
@@ -114,11 +107,14 @@ class GeneratorTask(Task):
         self.n_train = len(self.data) - self.n_held
         self.held = _rows(self.data, range(self.n_train, len(self.data))) if self.n_held else None
         self.counts = level_counts(self.data, self.n_train)     # the training tokens' level marginals
-        if exists(self.counts): attach_token_support(self.model, token_support(self.counts))
         opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
         return {method.name: Part(self.model, opt, ema=EMA(self.model, cfg.ema_decay) if cfg.ema else None)}
 
     def dataset(self, cfg): return _Head(self.data, self.n_train) if self.n_held else self.data
+
+    def export_files(self) -> dict:
+        "`token_support.json` beside the exported model: the codes the training tokens use at every level (index tokens)."
+        return {TOKEN_SUPPORT: token_support(self.counts)} if exists(self.counts) else {}
 
     @torch.no_grad()
     def evaluate(self, models, step, acc) -> dict|None:
