@@ -11,8 +11,8 @@ from dataclasses import dataclass, asdict
 import torch, torch.nn as nn, torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['TOKEN_KINDS', 'TokenSpec', 'register_token_kind', 'token_kind', 'TokenKind', 'MLMHead', 'IndexEmbedding', 'IndexHead',
-           'IndexTokens', 'BitEmbedding', 'BitTokens']
+__all__ = ['TOKEN_KINDS', 'MAX_GROUP_BITS', 'TokenSpec', 'register_token_kind', 'token_kind', 'TokenKind', 'MLMHead',
+           'IndexEmbedding', 'IndexHead', 'IndexTokens', 'BitEmbedding', 'BitTokens', 'GroupedBitTokens']
 
 # %% ../nbs/api/05_token_kinds.ipynb #800a43fe
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class TokenSpec:
     downsample: int|None = None                 # pixels per latent position, if the grid is a pixel grid
     frame_axis: bool = False                    # clips: every level's grid is (t, ...) with the same t token frames
     clip_frames: int|None = None                # clips: the pixel frames the token frames decode to, if known
+    groups: int|None = None                     # grouped bit tokens: the D bits predicted as `groups` softmaxes over 2^(D/groups) codes
 
     def __post_init__(self):
         if self.kind not in TOKEN_KINDS: raise ValueError(f'kind must be one of {sorted(TOKEN_KINDS)}, got {self.kind!r}')
@@ -112,6 +113,7 @@ class TokenSpec:
 
     def to_dict(self) -> dict:
         d = asdict(self) | dict(levels=[list(l) for l in self.levels])
+        if self.groups is None: d.pop('groups')                                    # ungrouped specs: no groups key
         return d if self.frame_axis else {k: v for k, v in d.items() if k not in ('frame_axis', 'clip_frames')}   # image specs: the keys they always had
     @classmethod
     def from_dict(cls, d: dict) -> TokenSpec: return cls(**d)
@@ -188,6 +190,7 @@ class IndexTokens(TokenKind):
     def check_spec(cls, spec):
         if not (isinstance(spec.codebook_size, int) and spec.codebook_size > 0):
             raise ValueError(f'an index TokenSpec needs a positive codebook_size, got {spec.codebook_size!r}')
+        if spec.groups is not None: raise ValueError(f"groups is for bit tokens predicted by groups (kind 'bit_groups'), not kind {spec.kind!r}")
     @property
     def V(self) -> int: return self.spec.codebook_size
     @property
@@ -237,6 +240,8 @@ class BitTokens(TokenKind):
     def check_spec(cls, spec):
         if not (isinstance(spec.bits, int) and spec.bits > 0):
             raise ValueError(f'a bits TokenSpec needs a positive number of bits, got {spec.bits!r}')
+        if spec.groups is not None and cls is BitTokens:     # subclasses (bit_groups) use it
+            raise ValueError(f"groups is for bit tokens predicted by groups (kind 'bit_groups'), not kind {spec.kind!r}")
     @property
     def D(self) -> int: return self.spec.bits
     @property
@@ -267,3 +272,52 @@ class BitTokens(TokenKind):
         return new, F.logsigmoid(logits.float() * new).sum(-1)   # log p of the chosen bits, summed
     def map_description(self, h: int, w: int) -> str: return f'bit maps B x {h} x {w} x {self.D} (bool, 0/1 uint8 or ±1 floats) or int64 indices B x {h} x {w}'
     def describe(self): return f'bits={self.D}'
+
+# %% ../nbs/api/05_token_kinds.ipynb #c0f716a3
+MAX_GROUP_BITS = 16                                            # a group's softmax has 2^(D/G) codes: at most 65,536
+
+@register_token_kind
+class GroupedBitTokens(BitTokens):
+    "`D` binary digits per position, fed to models as ±1 (like `bits`) and predicted as `groups` softmaxes over `2^(D/groups)` codes (MaskBit's subgrouping); group `g` holds bits `g*D/G ... (g+1)*D/G - 1`, the first the most significant."
+    name = 'bit_groups'
+    @classmethod
+    def check_spec(cls, spec):
+        super().check_spec(spec)
+        G, D = spec.groups, spec.bits
+        if not (isinstance(G, int) and G > 0 and D % G == 0):
+            raise ValueError(f'a bit_groups TokenSpec needs a number of groups that divides bits={D}, got groups={G!r}')
+        if D // G > MAX_GROUP_BITS: raise ValueError(f'groups of {D // G} bits need a 2^{D // G}-way softmax each; use at most {MAX_GROUP_BITS} bits a group')
+    @property
+    def G(self) -> int: return self.spec.groups
+    @property
+    def group_bits(self) -> int: return self.D // self.G
+    @property
+    def K(self) -> int: return 2 ** self.group_bits                   # codes per group
+    @property
+    def confidence_scale(self): return math.sqrt(self.G)          # log p sums G terms
+    def codes(self, bits):
+        "`... x D` bits (±1, or bool) -> `... x G` group codes in `[0, K)`, MSB first."
+        w = 2 ** torch.arange(self.group_bits - 1, -1, -1, device=bits.device)
+        return ((bits > 0).long().unflatten(-1, (self.G, self.group_bits)) * w).sum(-1)
+    def bits_of(self, codes):
+        "The inverse of `codes`: `... x G` codes -> `... x D` bits as ±1 floats."
+        w = 2 ** torch.arange(self.group_bits - 1, -1, -1, device=codes.device)
+        return torch.where((codes[..., None] // w) % 2 == 1, 1.0, -1.0).flatten(-2)
+    def head(self, dim): return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, self.G * self.K))
+    def _grouped(self, logits): return logits.float().unflatten(-1, (self.G, self.K)).flatten(0, -2)   # (N G) x K
+    def loss(self, logits, target, label_smoothing=0.0):
+        return F.cross_entropy(self._grouped(logits), self.codes(target).flatten(), label_smoothing=label_smoothing)
+    def nll(self, logits, target): return F.cross_entropy(self._grouped(logits), self.codes(target).flatten(), reduction='sum')
+    def accuracy(self, logits, target): return (self._grouped(logits).argmax(-1) == self.codes(target).flatten()).float().mean()   # per group
+    def sample(self, logits, temperature, generator=None):
+        "Each group's code drawn from softmax(logits / T), as bits, with the log p (T = 1) of the chosen codes summed over groups; T = 0: each group's argmax."
+        lg = logits.float().unflatten(-1, (self.G, self.K))
+        logp_all = lg.log_softmax(-1)
+        if temperature == 0: new = logp_all.argmax(-1)
+        else:
+            cdf = (logp_all.exp() if temperature == 1 else (lg / temperature).softmax(-1)).cumsum_(-1)
+            u = torch.rand(cdf.shape[:-1] + (1,), generator=generator, device=logits.device) * cdf[..., -1:]
+            new = torch.searchsorted(cdf.contiguous(), u).clamp_(max=self.K - 1)[..., 0]
+        return self.bits_of(new), logp_all.gather(-1, new[..., None])[..., 0].sum(-1)
+    def describe(self): return f'bits={self.D}, groups={self.G} of {self.group_bits}'
+
