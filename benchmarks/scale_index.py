@@ -140,14 +140,14 @@ if __name__ == '__main__':
     p.add_argument('--parts', default='restart,first_index', help="comma-separated: restart, first_index; parts not run keep "
                    "their last results in the JSON, each with its own command and load")
     a = p.parse_args()
-    t0, parts = time.time(), [s.strip() for s in a.parts.split(',') if s.strip()]
+    t0, load0, parts = time.time(), os.getloadavg(), [s.strip() for s in a.parts.split(',') if s.strip()]
     cmd = 'OMP_NUM_THREADS=%s python benchmarks/scale_index.py%s --parts %s' % (os.environ.get('OMP_NUM_THREADS'), ' --quick' if a.quick else '', ','.join(parts))
     new = run(a.quick, parts)
     for k in ('restart', 'first_index', 'shards'):
         if k in new: new[k] = new[k] | dict(command=cmd)
     out = OUT if not a.quick else OUT.with_name('scale_index_quick.json')
     r = json.loads(out.read_text()) if out.is_file() else {}
-    r |= dict(command=cmd, loadavg_start=os.getloadavg()) | new
+    r |= dict(command=cmd, loadavg_start=load0, loadavg_end=os.getloadavg()) | new
     r['seconds'] = round(time.time() - t0, 1)
     out.parent.mkdir(parents=True, exist_ok=True); tmp = out.with_suffix('.json.tmp'); tmp.write_text(json.dumps(r, indent=1) + '\n'); tmp.replace(out)
     print(json.dumps(r, indent=1))

@@ -76,7 +76,7 @@ class AttentionQuantizer(nn.Module):
 
     # ---------------- inference only: fp32, no autograd graph, chunked over codes and tokens, never N x V
     def _forward_infer(self, x, q, k, v, compute_loss):
-        tc, cc = tile_sizes(q.shape[0], k.shape[0], q.device, *self.chunks)   # whole rows: one product and one max per tile
+        tc, cc = tile_sizes(q.shape[0], k.shape[0], q.device, *self.chunks, inference=True)   # whole rows, cache-sized tiles
         kw = dict(denom=math.sqrt(self.attn_dim), token_chunk=tc, code_chunk=cc)
         T = self.entropy_temperature if compute_loss else None
         s = chunked_search(q, k, temperature=T, **kw)

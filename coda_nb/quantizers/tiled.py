@@ -16,16 +16,18 @@ __all__ = ['LOW', 'TiledAttention', 'tile_budget', 'tile_sizes', 'TiledCodeAtten
 LOW = -87.   # e^-87 ~ 1.6e-38: still a normal float; CPU exp is 10-20x slower on arguments that underflow
 TiledAttention = namedtuple('TiledAttention', 'soft_v indices sample_entropy_N mean_probs')
 
-def tile_budget(device='cpu', threads=None):
-    """Logit entries per tile: on the CPU 2^21 (8 MB) with one thread and 2^25 (128 MB) with more (every operator on a
-    tile is one rendezvous of the thread team: fewer, larger tiles); 2^26 on an accelerator. `threads`: default
+def tile_budget(device='cpu', threads=None, inference: bool = False):
+    """Logit entries per tile. Training (the tiled autograd path) on the CPU: 2^21 (8 MB) with one thread and 2^25
+    (128 MB) with more (every operator on a tile is one rendezvous of the thread team: fewer, larger tiles). Inference
+    (`chunked_search`: three operators a tile): 2^21 with one thread and 2^23 (32 MB, a typical L3) with more, so the
+    product, the division and the row max of a tile find it in cache. 2^26 on an accelerator. `threads`: default
     `torch.get_num_threads()`, read at call time."""
     if torch.device(device).type != 'cpu': return 2**26
-    return 2**21 if (threads or torch.get_num_threads()) <= 1 else 2**25
+    return 2**21 if (threads or torch.get_num_threads()) <= 1 else (2**23 if inference else 2**25)
 
-def tile_sizes(N, V, device='cpu', token_chunk=None, code_chunk=None, budget=None, threads=None):
-    "Tile `(token_chunk, code_chunk)`: whole codebook rows by default, as many tokens as fit `tile_budget` entries."
-    budget = budget or tile_budget(device, threads)
+def tile_sizes(N, V, device='cpu', token_chunk=None, code_chunk=None, budget=None, threads=None, inference: bool = False):
+    "Tile `(token_chunk, code_chunk)`: whole codebook rows by default, as many tokens as fit `tile_budget` entries (`inference`: its inference rule)."
+    budget = budget or tile_budget(device, threads, inference)
     cc = min(V, code_chunk or V)
     return max(1, min(N, token_chunk or budget // cc)), max(1, cc)
 
