@@ -146,9 +146,7 @@ class Task:
     def skipped_files(self) -> list:
         "Unreadable training files the task left out (named in the run's outputs); by default those of its `ds`."
         return list(getattr(getattr(self, 'ds', None), 'skipped', None) or [])
-    def export_files(self) -> dict:
-        "JSON files `export_model` writes beside the exported model, `{file name: JSON-able value}` (called after training)."
-        return {}
+    def export_files(self) -> dict: return {}      # `{file name: JSON-able value}`: files `export_model` writes beside the model
     def evaluate(self, models: dict[str, nn.Module], step: int, acc) -> dict|None:
         "Called on every rank every `cfg.eval_every` steps with the unwrapped modules; the main rank logs the result."
         return None
