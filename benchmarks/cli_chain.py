@@ -1,6 +1,6 @@
 """The README's command-line chain for Fashion-MNIST generation, run end to end as `coda` subprocesses, timed and scored.
 
-    OMP_NUM_THREADS=1 /work/notes/slot .venv/bin/python benchmarks/cli_chain.py [--tiny] [--sample-seeds 2,3,4,5] [--train-seeds 1]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cli_chain.py [--tiny] [--sample-seeds 2,3,4,5] [--train-seeds 1]
 
 The chain is the one the Fashion-MNIST tutorial (nbs/tutorials/20_maskgit_fashion.ipynb) runs through the same tasks and
 presets: tokenizer `coda-taef2-small` (its preset's 200 steps of 16 on the first 2,048 training images, 32 px),

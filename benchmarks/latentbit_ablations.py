@@ -159,8 +159,7 @@ def main(budget='full', out=None, log=print, rows=None, deadline=None):
     res = dict(meta=meta, budget=B, latent=latent, continuous=score(vae)[0], runs={})
     tmp, toks = Path(tempfile.mkdtemp(prefix='lbablate-')), {}
     def save():
-        meta.update(loadavg_end=os.getloadavg(), finished=time.strftime('%Y-%m-%d %H:%M:%S'), total_s=time.time() - t_all)
-        out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(res, indent=1, default=float))
+        lbs.write_results(res, meta, out, t_all)
     stop_at = None
     if deadline:
         h, mi = map(int, deadline.split(':')); lt = time.localtime()

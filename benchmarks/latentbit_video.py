@@ -28,9 +28,11 @@ benchmarks/results/latentbit_video[_reduced].json (rewritten after each row), wi
 load average at the start and end, and wall times; `nbs/paper/latentbit/45_video.ipynb` reads it.
 """
 from __future__ import annotations
-import argparse, base64, io, json, os, platform, shutil, sys, tempfile, time
+import argparse, importlib.util, base64, io, json, os, platform, shutil, sys, tempfile, time
 from pathlib import Path
 
+_spec = importlib.util.spec_from_file_location('latentbit_study', Path(__file__).resolve().parent/'latentbit_study.py')
+lbs = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(lbs)   # the shared results writer
 OUT = Path(__file__).resolve().parent/'results'
 
 # rows in order of priority (the JSON is saved after each); `kt`: the temporal patch (1 with frames=1: the image
@@ -235,8 +237,7 @@ def main(budget='full', out=None, log=print):
         log(f"{row['name']:>16}: {rec['train_s']:5.0f} s ({rec['s_per_step']:.3f} s/step)  {rec['params'] / 1e6:.3f} M  "
             f"bpp {rec['bpp']:.3f} (eff {rec['bpp_effective']:.3f})  PSNR {f_['psnr']:.2f}  SSIM {f_['ssim']:.4f}  "
             f"temporal {f_['temporal_error']:.4f}  latent MSE {f_['latent_mse']:.3f}  ({time.time() - t_all:.0f} s)")
-        meta.update(loadavg_end=os.getloadavg(), finished=time.strftime('%Y-%m-%d %H:%M:%S'), total_s=time.time() - t_all)
-        out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(res, indent=1, default=float))
+        lbs.write_results(res, meta, out, t_all)
     shutil.rmtree(tmp, ignore_errors=True)
     return res
 

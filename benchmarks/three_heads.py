@@ -4,7 +4,7 @@ subgrouping). Held-out NLL in bits per token (-log2 p(token), the same quantity 
 the within-token dependence between bits: empirical (total correlation, pairwise mutual information, group MI) and
 under the index head's own predictions (what factorising them into independent bits or groups costs).
 
-    OMP_NUM_THREADS=1 /work/notes/slot .venv/bin/python benchmarks/three_heads.py            # the full run
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/three_heads.py            # the full run
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/three_heads.py --quick --out /tmp/th.json  # a smoke test
 
 Writes benchmarks/results/three_heads.json after every stage. Tokenizer, tokens and Inception features are cached under
