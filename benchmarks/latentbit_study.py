@@ -3,7 +3,7 @@ how the reconstruction grows with the ViT's width and training steps at D = 64 (
 rate-distortion beside CODA and an FSQ bottleneck on the same axes (the rate-distortion study, Table 1 at CPU scale).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latentbit_study.py objective [--budget full|reduced] [--out PATH]
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latentbit_study.py capacity  [--budget full|short|reduced] [--out PATH]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latentbit_study.py capacity  [--budget full|short|reduced] [--out PATH] [--rows NAME...] [--merge]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latentbit_study.py rd        [--budget full|reduced] [--out PATH]
 
 Every LatentBit run is what `coda_nb.training.latentbit.train_latentbit` runs (the shared tokenizer task on the shared
@@ -45,11 +45,11 @@ BUDGETS = dict(
                      dict(name='latent-commit0', objective='latent', D=64, dim=64, depth=2, steps=200, commitment_weight=0.0)]),
         reduced=dict(n_train=32, n_eval=16, batch=4, rows=[dict(name=k, objective=k, D=16, dim=32, depth=1, steps=3) for k in OBJECTIVES])),
     # rows in order of priority (the JSON is saved after each): at D = 64 the width pair at 1,500 steps, width 64 at
-    # 5,000 steps, width 256 at 1,500, then width 128 at 5,000 (width 256 x 5,000 is not in the grid: ~1 s a step)
+    # 5,000 steps, width 256 at 1,500, then widths 128 and 256 at 5,000
     capacity=dict(
         full=dict(n_train=1024, n_eval=1000, batch=16,
                   rows=[dict(name=f'D64-w{w}-s{s}', objective='latent', D=64, dim=w, depth=2, steps=s)
-                        for w, s in ((64, 1500), (128, 1500), (64, 5000), (256, 1500), (128, 5000))]),
+                        for w, s in ((64, 1500), (128, 1500), (64, 5000), (256, 1500), (128, 5000), (256, 5000))]),
         # what one shared-CPU session had time for: the D = 64 width pair and the D sweep at 500 steps, then 1,500 steps
         short=dict(n_train=1024, n_eval=256, batch=16,
                    rows=[dict(name=f'D64-w{w}-s500', objective='latent', D=64, dim=w, depth=2, steps=500) for w in (64, 128)]
@@ -78,9 +78,11 @@ EST_S_PER_STEP = {16: 0.1, 32: 0.12, 64: 0.16, 128: 0.36, 256: 1.14, 'coda': 0.2
 EST_EVAL_S = 180   # the held-out evaluation and rFID of one row, loaded
 
 
-def _fits(row, deadline, extra=0.0):
-    "Whether `row` is expected to finish before `deadline` (seconds since the epoch; None: always); returns (fits, estimate_s)."
-    est = row['steps'] * EST_S_PER_STEP.get('coda' if row.get('method') == 'coda' else row['dim'], 1.0) + extra
+def _fits(row, deadline, extra=0.0, measured=None):
+    """Whether `row` is expected to finish before `deadline` (seconds since the epoch; None: always); returns (fits,
+    estimate_s). `measured`: s/step by width that rows of this run measured, used before the table above."""
+    key = 'coda' if row.get('method') == 'coda' else row['dim']
+    est = row['steps'] * (measured or {}).get(key, EST_S_PER_STEP.get(key, 1.0)) + extra
     return (deadline is None or time.time() + est <= deadline), est
 
 
@@ -309,8 +311,9 @@ def bit_usage(tok, x, batch=64):
     return dict(dead_bits=sum(b in (0.0, 1.0) for b in s['balance']), max_imbalance=s['max_imbalance'], mean_bit_entropy=s['mean_bit_entropy'])
 
 
-def main(study='objective', budget='full', out=None, log=print, deadline=None):
-    "Run every row of `study` at `budget`; the JSON is rewritten after each row, so a stopped run keeps what it finished."
+def main(study='objective', budget='full', out=None, log=print, deadline=None, rows=None, merge=False):
+    """Run the rows of `study` at `budget` (`rows`: only those names); the JSON is rewritten after each row, so a stopped
+    run keeps what it finished. `merge`: keep the rows already in `out` (run on the same crops and budget) and add these."""
     if study == 'rd': return main_rd(budget, out, log, deadline)
     import torch
     torch.set_num_threads(1)
@@ -334,9 +337,19 @@ def main(study='objective', budget='full', out=None, log=print, deadline=None):
     with torch.no_grad(): f = torch.cat([vae.encode(c) for c in x_eval.split(64)])
     latent = dict(var=f.var().item(), mean_square=f.pow(2).mean().item(), var_about_channel_mean=f.transpose(0, 1).flatten(1).var(1).mean().item())
     res = dict(meta=meta, budget=B, latent=latent, continuous=evaluate(vae, held, batch_size=64, fid=False, progress=False), runs={})
+    if merge and out.exists():
+        old = json.loads(out.read_text())
+        if old['budget']['n_eval'] != B['n_eval'] or old['budget']['n_train'] != B['n_train']:
+            raise ValueError(f"--merge: {out.name} was run at another budget ({old['budget']['n_train']} train / {old['budget']['n_eval']} held-out crops)")
+        res['runs'] = old['runs']
+        meta['merged'] = old['meta'].get('merged', []) + [{k: old['meta'].get(k) for k in ('command', 'started', 'finished', 'loadavg_start', 'loadavg_end')}]
     tmp = Path(tempfile.mkdtemp(prefix='lbstudy-'))
-    for row in B['rows']:
-        ok, est = _fits(row, deadline, 60)
+    todo = [r for r in B['rows'] if rows is None or r['name'] in rows]
+    if rows and len(todo) != len(rows):
+        raise ValueError(f"unknown rows {sorted(set(rows) - {r['name'] for r in B['rows']})}; the {study} study has {[r['name'] for r in B['rows']]}")
+    for row in todo:
+        measured = {r['row']['dim']: r['s_per_step'] for r in res['runs'].values() if 'dim' in r.get('row', {})}
+        ok, est = _fits(row, deadline, 60, measured)
         if not ok:
             res.setdefault('skipped', {})[row['name']] = dict(estimate_s=est, reason='would not finish before the deadline', at=time.strftime('%H:%M:%S'))
             log(f"{row['name']}: skipped (estimated {est:.0f} s)"); out.parent.mkdir(parents=True, exist_ok=True)
@@ -362,5 +375,7 @@ if __name__ == '__main__':
     p.add_argument('--budget', choices=['full', 'short', 'reduced'], default='full')
     p.add_argument('--out', default=None)
     p.add_argument('--deadline', default=None, help='HH:MM (UTC): start a row only if it is expected to finish by then')
+    p.add_argument('--rows', nargs='*', default=None, help='run only these rows (capacity and objective studies)')
+    p.add_argument('--merge', action='store_true', help="keep the rows already in the JSON and add these")
     a = p.parse_args()
-    main(a.study, a.budget, a.out, deadline=_deadline(a.deadline))
+    main(a.study, a.budget, a.out, deadline=_deadline(a.deadline), rows=a.rows, merge=a.merge)
