@@ -1,4 +1,4 @@
-"""What a token *is*, in one place: the layout of a tokenizer's tokens (`TokenSpec`) and the two kinds of token the package makes, codebook indices and binary codes, each with its embedding, head, loss, likelihood, sampler, accuracy and storage type.
+"""What a token *is*, in one place: the layout of a tokenizer's tokens (`TokenSpec`) and the two kinds of token the package makes, codebook indices and binary codes, each with its embedding, head, loss, likelihood, sampler, accuracy, storage type and layout on disk.
 
 Docs: https://coda-nb.github.io/coda_nb/api/token_kinds.html.md"""
 
@@ -11,8 +11,9 @@ from dataclasses import dataclass, asdict
 import torch, torch.nn as nn, torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['TOKEN_KINDS', 'MAX_GROUP_BITS', 'TokenSpec', 'register_token_kind', 'token_kind', 'TokenKind', 'MLMHead',
-           'IndexEmbedding', 'IndexHead', 'IndexTokens', 'BitEmbedding', 'BitTokens', 'GroupedBitTokens']
+__all__ = ['MAX_INDEX_BITS', 'TOKEN_KINDS', 'MAX_GROUP_BITS', 'TokenSpec', 'bits_to_indices', 'indices_to_bits', 'index_dtype',
+           'register_token_kind', 'token_kind', 'TokenKind', 'MLMHead', 'IndexEmbedding', 'IndexHead', 'IndexTokens',
+           'BitHead', 'BitEmbedding', 'BitTokens', 'GroupedBitTokens']
 
 # %% ../nbs/api/05_token_kinds.ipynb #800a43fe
 @dataclass(frozen=True)
@@ -118,6 +119,52 @@ class TokenSpec:
     @classmethod
     def from_dict(cls, d: dict) -> TokenSpec: return cls(**d)
 
+# %% ../nbs/api/05_token_kinds.ipynb #39e076ce
+MAX_INDEX_BITS = 62   # widest code stored as one int64 index; wider codes are indexed by their bits (bool ..., D)
+
+def _check_bits(bits, where):
+    if not torch.is_tensor(bits) or bits.dtype != torch.bool:
+        raise TypeError(f'{where}: expected bits as a bool tensor `..., D` (True = +1), got '
+                        f'{getattr(bits, "dtype", type(bits).__name__)}; use `z > 0` for signs, or '
+                        '`indices_to_bits(indices, D)` for integer indices')
+    if bits.ndim == 0 or bits.shape[-1] == 0:
+        raise ValueError(f'{where}: bits need a last dim D >= 1 (the bits of one code), got shape {tuple(bits.shape)}')
+
+def _shifts(D, device): return torch.arange(D - 1, -1, -1, dtype=torch.int64, device=device)   # MSB-first
+
+def bits_to_indices(bits_D):
+    """Indices of the binary codes `bits_...D` (bool, True = +1), MSB-first: channel 0 is the most significant bit.
+    int64 `...` for `D <= 62`; for `D > 62` no integer type holds a code, so the bits themselves (bool `..., D`) are
+    returned as the indices. Per-group indices: `bits_to_indices(bits.unflatten(-1, (D // g, g)))`."""
+    _check_bits(bits_D, 'bits_to_indices')
+    D = bits_D.shape[-1]
+    if D > MAX_INDEX_BITS: return bits_D
+    return (bits_D.long() << _shifts(D, bits_D.device)).sum(-1)
+
+def indices_to_bits(indices, D: int, check: bool = True):
+    """Exact inverse of `bits_to_indices`: the bool bits `..., D` of integer indices `...` (`D <= 62`, MSB-first), or
+    the bool bits `..., D` themselves (`D > 62`). Raises if an index is outside `[0, 2^D)` (`check=False`: indices
+    known to fit, e.g. a sampler's, are not checked, which saves a device sync)."""
+    if not isinstance(D, int) or D < 1: raise ValueError(f'indices_to_bits: D must be a positive int (bits per code), got {D!r}')
+    if D > MAX_INDEX_BITS:
+        if indices.dtype != torch.bool or indices.ndim == 0 or indices.shape[-1] != D:
+            raise TypeError(f'indices_to_bits: for D={D} > {MAX_INDEX_BITS} the indices are the bits themselves, a bool '
+                            f'tensor `..., {D}`; got {indices.dtype} of shape {tuple(indices.shape)}')
+        return indices
+    if indices.dtype == torch.bool or indices.is_floating_point() or indices.is_complex():
+        raise TypeError(f'indices_to_bits: expected integer indices for D={D} <= {MAX_INDEX_BITS}, got {indices.dtype}')
+    idx = indices.long()
+    if check and ((idx >> D) != 0).any():   # catches negatives too (arithmetic shift)
+        raise ValueError(f'indices_to_bits: indices must lie in [0, 2^{D}) for D={D} bits, got min {idx.min().item()}, '
+                         f'max {idx.max().item()}; were they packed in int32 (overflows from 32 bits) or with another D?')
+    return ((idx[..., None] >> _shifts(D, idx.device)) & 1).bool()
+
+
+# %% ../nbs/api/05_token_kinds.ipynb #c2b8dcce
+def index_dtype(codebook_size: int) -> torch.dtype:
+    "Storage type of codebook indices on disk: uint16 when every index fits (V <= 65536), else int32."
+    return torch.uint16 if codebook_size <= 65536 else torch.int32
+
 # %% ../nbs/api/05_token_kinds.ipynb #fac60944
 TOKEN_KINDS: dict[str, type] = {}
 
@@ -134,8 +181,13 @@ class TokenKind:
     "What depends on the kind of token; subclasses fill every method."
     name = ''
     def __init__(self, spec: TokenSpec): self.spec = spec
+    uses_groups = False                                        # whether a spec of this kind takes `groups`
     @classmethod
-    def check_spec(cls, spec): pass
+    def check_spec(cls, spec):
+        "Raise if `spec` does not fit this kind (subclasses add their checks and call `super().check_spec`)."
+        if spec.groups is not None and not cls.uses_groups:
+            takes = ' or '.join(repr(k) for k, c in TOKEN_KINDS.items() if c.uses_groups)
+            raise ValueError(f'groups is for bit tokens predicted by groups (kind {takes}), not kind {spec.kind!r}')
     @property
     def bits_per_token(self) -> float: raise NotImplementedError
     @property
@@ -154,6 +206,13 @@ class TokenKind:
     def accuracy(self, logits, target): raise NotImplementedError
     def sample(self, logits, temperature: float, generator=None): raise NotImplementedError   # (tokens, log p); temperature 0: greedy
     def map_description(self, h: int, w: int) -> str: raise NotImplementedError              # a token map's accepted forms, for errors
+    @property
+    def disk_layout(self) -> dict: raise NotImplementedError   # how new token folders store it: dtype, packed_bits
+    def disk_dims(self, layout: dict|None = None) -> tuple:
+        "Trailing stored dims of one token in `layout` (this kind's by default): `feature_dims`, the last packed 8 to a byte when the layout packs bits."
+        f, lay = self.feature_dims, layout or self.disk_layout
+        return f[:-1] + (math.ceil(f[-1] / 8),) if f and lay['packed_bits'] else f
+    def check_disk(self, x, layout: dict): pass                 # raise ValueError if stored values `x` (read in `layout`) cannot be this kind's
     def where(self, cond_BL, a, b): return torch.where(cond_BL.reshape(cond_BL.shape + (1,) * len(self.feature_dims)), a, b)
     def describe(self) -> str: raise NotImplementedError
     def __repr__(self): return f'{type(self).__name__}({self.describe()})'
@@ -190,13 +249,15 @@ class IndexTokens(TokenKind):
     def check_spec(cls, spec):
         if not (isinstance(spec.codebook_size, int) and spec.codebook_size > 0):
             raise ValueError(f'an index TokenSpec needs a positive codebook_size, got {spec.codebook_size!r}')
-        if spec.groups is not None: raise ValueError(f"groups is for bit tokens predicted by groups (kind 'bit_groups'), not kind {spec.kind!r}")
+        super().check_spec(spec)
     @property
     def V(self) -> int: return self.spec.codebook_size
     @property
     def bits_per_token(self) -> float: return math.log2(self.V)
     @property
     def storage_dtype(self): return torch.int16 if self.V <= 32767 else torch.int32
+    @property
+    def disk_layout(self): return dict(dtype=str(index_dtype(self.V)).removeprefix('torch.'), packed_bits=False)
     def to_storage(self, seq): return seq.to(self.storage_dtype)
     def from_storage(self, t): return t.long()
     def check_sequences(self, seq):
@@ -223,6 +284,11 @@ class IndexTokens(TokenKind):
     def describe(self): return f'V={self.V}'
 
 # %% ../nbs/api/05_token_kinds.ipynb #6ca888f9
+class BitHead(nn.Sequential):
+    "The bit kinds' output layer: Linear, GELU, LayerNorm, Linear to `outputs` logits a position (`D` bits, or `G x 2^(D/G)` group codes)."
+    def __init__(self, dim: int, outputs: int):
+        super().__init__(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, outputs))
+
 class BitEmbedding(nn.Module):
     "A linear map of the `D` bits (±1) and a learned mask vector."
     def __init__(self, D: int, dim: int):
@@ -240,8 +306,7 @@ class BitTokens(TokenKind):
     def check_spec(cls, spec):
         if not (isinstance(spec.bits, int) and spec.bits > 0):
             raise ValueError(f'a bits TokenSpec needs a positive number of bits, got {spec.bits!r}')
-        if spec.groups is not None and cls is BitTokens:     # subclasses (bit_groups) use it
-            raise ValueError(f"groups is for bit tokens predicted by groups (kind 'bit_groups'), not kind {spec.kind!r}")
+        super().check_spec(spec)
     @property
     def D(self) -> int: return self.spec.bits
     @property
@@ -252,6 +317,10 @@ class BitTokens(TokenKind):
     def feature_dims(self): return (self.D,)
     @property
     def confidence_scale(self): return math.sqrt(self.D)        # log p sums D terms: its noise grows like sqrt(D)
+    @property
+    def disk_layout(self): return dict(dtype='uint8', packed_bits=True)
+    def check_disk(self, x, layout):
+        if not layout['packed_bits'] and x.numel() and x.max() > 1: raise ValueError('bit values outside {0, 1}')   # unpacked: bytes
     def to_storage(self, seq): return (seq > 0).to(torch.uint8)
     def from_storage(self, t): return t.float() * 2 - 1 if not t.is_floating_point() else t.float()
     def check_sequences(self, seq):
@@ -259,7 +328,9 @@ class BitTokens(TokenKind):
             raise ValueError(f'bit tokens must be ±1 floats N x L x {self.D}, got {seq.dtype} {tuple(seq.shape)}')
     def empty(self, B, L, device=None): return torch.zeros(B, L, self.D, device=device)
     def embedding(self, dim): return BitEmbedding(self.D, dim)
-    def head(self, dim): return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, self.D))
+    @property
+    def head_outputs(self) -> int: return self.D                # logits a position: one per bit
+    def head(self, dim): return BitHead(dim, self.head_outputs)
     def loss(self, logits, target, label_smoothing=0.0): return F.binary_cross_entropy_with_logits(logits.float(), (target > 0).float())
     def nll(self, logits, target): return F.binary_cross_entropy_with_logits(logits.float(), (target > 0).float(), reduction='sum')
     def accuracy(self, logits, target): return ((logits > 0) == (target > 0)).float().mean()
@@ -279,7 +350,7 @@ MAX_GROUP_BITS = 16                                            # a group's softm
 @register_token_kind
 class GroupedBitTokens(BitTokens):
     "`D` binary digits per position, fed to models as ±1 (like `bits`) and predicted as `groups` softmaxes over `2^(D/groups)` codes (MaskBit's subgrouping); group `g` holds bits `g*D/G ... (g+1)*D/G - 1`, the first the most significant."
-    name = 'bit_groups'
+    name, uses_groups = 'bit_groups', True
     @classmethod
     def check_spec(cls, spec):
         super().check_spec(spec)
@@ -295,15 +366,14 @@ class GroupedBitTokens(BitTokens):
     def K(self) -> int: return 2 ** self.group_bits                   # codes per group
     @property
     def confidence_scale(self): return math.sqrt(self.G)          # log p sums G terms
+    @property
+    def head_outputs(self) -> int: return self.G * self.K         # logits a position: K codes for each of G groups
     def codes(self, bits):
-        "`... x D` bits (±1, or bool) -> `... x G` group codes in `[0, K)`, MSB first."
-        w = 2 ** torch.arange(self.group_bits - 1, -1, -1, device=bits.device)
-        return ((bits > 0).long().unflatten(-1, (self.G, self.group_bits)) * w).sum(-1)
+        "`... x D` bits (±1, or bool) -> `... x G` group codes in `[0, K)`, MSB first (`bits_to_indices` of each group)."
+        return bits_to_indices((bits > 0).unflatten(-1, (self.G, self.group_bits)))
     def bits_of(self, codes):
-        "The inverse of `codes`: `... x G` codes -> `... x D` bits as ±1 floats."
-        w = 2 ** torch.arange(self.group_bits - 1, -1, -1, device=codes.device)
-        return torch.where((codes[..., None] // w) % 2 == 1, 1.0, -1.0).flatten(-2)
-    def head(self, dim): return nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, self.G * self.K))
+        "The inverse of `codes`: `... x G` codes -> `... x D` bits as ±1 floats (`indices_to_bits` of each group)."
+        return torch.where(indices_to_bits(codes, self.group_bits, check=False).flatten(-2), 1.0, -1.0)
     def _grouped(self, logits): return logits.float().unflatten(-1, (self.G, self.K)).flatten(0, -2)   # (N G) x K
     def loss(self, logits, target, label_smoothing=0.0):
         return F.cross_entropy(self._grouped(logits), self.codes(target).flatten(), label_smoothing=label_smoothing)

@@ -11,32 +11,28 @@ from pathlib import Path
 import numpy as np, torch
 from safetensors.numpy import save_file as save_arrays
 from ..core import exists, default, atomic_write, save_json, file_sha256
-from ..token_kinds import TokenSpec, token_kind
+from ..token_kinds import TokenSpec, token_kind, index_dtype
 from .integrity import IntegrityError, read_json, read_sealed, seal, sha256_hex, writer_lock
 
 # %% auto #0
-__all__ = ['FORMAT', 'READ_FORMATS', 'MANIFEST', 'VERIFIED', 'index_dtype', 'shard_name', 'level_key', 'disk_layout',
-           'manifest_layout', 'to_disk', 'from_disk', 'disk_shape', 'read_manifest', 'save_manifest', 'tensors_digest',
-           'content_digest', 'check_shard_meta', 'record_shard', 'write_shard', 'read_header', 'verify_shards',
-           'token_spec_of', 'TokenSequences', 'MappedTokens']
+__all__ = ['FORMAT', 'READ_FORMATS', 'MANIFEST', 'VERIFIED', 'shard_name', 'level_key', 'disk_layout', 'manifest_layout',
+           'to_disk', 'from_disk', 'disk_shape', 'read_manifest', 'save_manifest', 'tensors_digest', 'content_digest',
+           'check_shard_meta', 'record_shard', 'write_shard', 'read_header', 'verify_shards', 'token_spec_of',
+           'TokenSequences', 'MappedTokens', 'index_dtype']
 
 # %% ../../nbs/api/44a_token_store.ipynb #bd806b23
 FORMAT = 'coda-tokens/3'          # 3: indices as uint16 (V <= 65536), bits packed 8 to a byte; 2: int16/int32, 0/1 bytes
 READ_FORMATS = ('coda-tokens/2', FORMAT)
 MANIFEST, VERIFIED = 'manifest.json', '.verified.json'
 _FIX = 'tokenize again into a new --out folder'
-
-def index_dtype(codebook_size: int) -> torch.dtype:
-    "Storage type of codebook indices: uint16 when every index fits (V <= 65536), else int32."
-    return torch.uint16 if codebook_size <= 65536 else torch.int32
+_all_ = ['index_dtype']       # defined with the token kinds, which decide how each kind is stored
 
 def shard_name(k: int) -> str: return f'shard-{k:05d}.safetensors'
 def level_key(l: int) -> str: return f'level_{l:02d}'
 
 def disk_layout(spec: TokenSpec) -> dict:
-    "How each level is stored: its `dtype`, and `packed_bits` when every token is a trailing row of 0/1 digits (bit tokens)."
-    if token_kind(spec).feature_dims: return dict(dtype='uint8', packed_bits=True)
-    return dict(dtype=str(index_dtype(spec.codebook_size)).removeprefix('torch.'), packed_bits=False)
+    "How each level of `spec`'s tokens is stored in a new folder: its token kind's `disk_layout` (`dtype`, `packed_bits`)."
+    return token_kind(spec).disk_layout
 
 def manifest_layout(m: dict) -> dict:
     "The layout a manifest's shards use (a `coda-tokens/2` folder: its `dtype`, unpacked)."
@@ -56,10 +52,8 @@ def from_disk(a: np.ndarray, layout: dict, bits: int|None = None) -> torch.Tenso
     return torch.from_numpy(a.astype(np.int64))
 
 def disk_shape(m: dict, l: int, n: int) -> tuple:
-    "The stored shape of level `l` of a shard of `n` images."
-    D, g = m.get('bits'), tuple(m['scales'][l])
-    if not exists(D): return (n, *g)
-    return (n, *g, math.ceil(D / 8) if manifest_layout(m)['packed_bits'] else D)
+    "The stored shape of level `l` of a shard of `n` images: the level's grid, then the token kind's stored dims of one token in the manifest's layout."
+    return (n, *m['scales'][l], *token_kind(token_spec_of(m)).disk_dims(manifest_layout(m)))
 
 # %% ../../nbs/api/44a_token_store.ipynb #69b3deb5
 def read_manifest(tok_dir) -> dict:
@@ -248,8 +242,9 @@ class MappedTokens(TokenSequences):
             for key in keys: out[key][sel] = v[key][js[sel]]
             mm.madvise(mmap.MADV_DONTNEED)                 # drop the mapped pages from this process (the page cache keeps them)
         levels = [from_disk(out[key], self.layout, self.bits) for key in keys[:-1]]
-        if self.bits and not self.layout['packed_bits'] and any(x.numel() and x.max() > 1 for x in levels):
-            raise IntegrityError(f'{self.dir}: bit values outside {{0, 1}} in items {idx.min()}..{idx.max()}; the file was altered')
+        try:                                                       # values the layout can hold but the kind cannot (0/1 bytes)
+            for x in levels: self.kind.check_disk(x, self.layout)
+        except ValueError as e: raise IntegrityError(f'{self.dir}: {e} in items {idx.min()}..{idx.max()}; the file was altered') from e
         seq = self.kind.from_storage(self.spec.flatten(levels))       # bits: stored 0/1, fed to the model as ±1
         try: self.kind.check_sequences(seq)
         except ValueError as e: raise IntegrityError(f'{self.dir}: items {idx.min()}..{idx.max()}: {e}; the shards were altered after they were written') from e

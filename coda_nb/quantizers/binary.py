@@ -11,47 +11,12 @@ import torch.distributed as dist
 from collections import namedtuple
 
 # %% auto #0
-__all__ = ['MAX_INDEX_BITS', 'BinaryQuantizerOutput', 'BitEntropy', 'bits_to_indices', 'indices_to_bits', 'codes_from_bits',
-           'BinaryQuantizer', 'SignQuantizer', 'SphericalQuantizer', 'BitUsage']
+__all__ = ['BinaryQuantizerOutput', 'BitEntropy', 'codes_from_bits', 'BinaryQuantizer', 'SignQuantizer', 'SphericalQuantizer',
+           'BitUsage', 'MAX_INDEX_BITS', 'bits_to_indices', 'indices_to_bits']
 
 # %% ../../nbs/api/36_binary.ipynb #25b5ccf0
-MAX_INDEX_BITS = 62   # widest code stored as one int64 index; wider codes are indexed by their bits (bool ..., D)
-
-def _check_bits(bits, where):
-    if not torch.is_tensor(bits) or bits.dtype != torch.bool:
-        raise TypeError(f'{where}: expected bits as a bool tensor `..., D` (True = +1), got '
-                        f'{getattr(bits, "dtype", type(bits).__name__)}; use `z > 0` for signs, or '
-                        '`indices_to_bits(indices, D)` for integer indices')
-    if bits.ndim == 0 or bits.shape[-1] == 0:
-        raise ValueError(f'{where}: bits need a last dim D >= 1 (the bits of one code), got shape {tuple(bits.shape)}')
-
-def _shifts(D, device): return torch.arange(D - 1, -1, -1, dtype=torch.int64, device=device)   # MSB-first
-
-def bits_to_indices(bits_D):
-    """Indices of the binary codes `bits_...D` (bool, True = +1), MSB-first: channel 0 is the most significant bit.
-    int64 `...` for `D <= 62`; for `D > 62` no integer type holds a code, so the bits themselves (bool `..., D`) are
-    returned as the indices. Per-group indices: `bits_to_indices(bits.unflatten(-1, (D // g, g)))`."""
-    _check_bits(bits_D, 'bits_to_indices')
-    D = bits_D.shape[-1]
-    if D > MAX_INDEX_BITS: return bits_D
-    return (bits_D.long() << _shifts(D, bits_D.device)).sum(-1)
-
-def indices_to_bits(indices, D: int):
-    """Exact inverse of `bits_to_indices`: the bool bits `..., D` of integer indices `...` (`D <= 62`, MSB-first), or
-    the bool bits `..., D` themselves (`D > 62`). Raises if an index is outside `[0, 2^D)`."""
-    if not isinstance(D, int) or D < 1: raise ValueError(f'indices_to_bits: D must be a positive int (bits per code), got {D!r}')
-    if D > MAX_INDEX_BITS:
-        if indices.dtype != torch.bool or indices.ndim == 0 or indices.shape[-1] != D:
-            raise TypeError(f'indices_to_bits: for D={D} > {MAX_INDEX_BITS} the indices are the bits themselves, a bool '
-                            f'tensor `..., {D}`; got {indices.dtype} of shape {tuple(indices.shape)}')
-        return indices
-    if indices.dtype == torch.bool or indices.is_floating_point() or indices.is_complex():
-        raise TypeError(f'indices_to_bits: expected integer indices for D={D} <= {MAX_INDEX_BITS}, got {indices.dtype}')
-    idx = indices.long()
-    if ((idx >> D) != 0).any():   # catches negatives too (arithmetic shift)
-        raise ValueError(f'indices_to_bits: indices must lie in [0, 2^{D}) for D={D} bits, got min {idx.min().item()}, '
-                         f'max {idx.max().item()}; were they packed in int32 (overflows from 32 bits) or with another D?')
-    return ((idx[..., None] >> _shifts(D, idx.device)) & 1).bool()
+from ..token_kinds import MAX_INDEX_BITS, bits_to_indices, indices_to_bits, _check_bits   # the packing lives with the token kinds
+_all_ = ['MAX_INDEX_BITS', 'bits_to_indices', 'indices_to_bits']
 
 def codes_from_bits(bits_D, spherical: bool = False):
     "fp32 codes of the bool bits `..., D` (True = +1): ±1 (sign LFQ) or ±1/√D on the unit sphere (BSQ, `spherical`)."

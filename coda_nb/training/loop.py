@@ -7,16 +7,14 @@ Docs: https://coda-nb.github.io/coda_nb/api/trainer.html.md"""
 # %% ../../nbs/api/75_trainer.ipynb #5333b74d
 from __future__ import annotations
 import atexit, dataclasses, gc, hashlib, json, math, os, shlex, signal, sys, threading, time
-from contextlib import nullcontext, ExitStack
-from dataclasses import dataclass, asdict, fields
+from dataclasses import dataclass, asdict
 from pathlib import Path
-from typing import Any, Callable
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
-from ..config import get_preset, apply_overrides, presets_of, deprecated, ConfigError, get_method, dict_key, dict_override, _dotted_keys
+from ..config import deprecated
 from ..core import exists, default, seed_everything, atomic_write, save_json, cpu_only, derive_seed, end_distributed
 from ..pretrained import weights_digest
 from ..data.sampler import train_loader
@@ -25,147 +23,12 @@ from .ema import EMA
 from .checkpoint import (save_checkpoint, load_checkpoint, find_checkpoint, check_config, ckpt_name, write_text_atomic,
                                          check_data, check_run_folder, clear_run, run_last_step, RunLock, RunLockedError, RunFolderError)
 from ..pretrained import strip_paths
+from .task import TrainerConfig, Part, StepContext, Task, Callback   # the contract (75a_task); re-exported here
+_all_ = ['TrainerConfig', 'Part', 'StepContext', 'Task', 'Callback']
 
 # %% auto #0
-__all__ = ['state_digest', 'TRAINING_DATA', 'TrainerConfig', 'Part', 'StepContext', 'Task', 'Callback', 'resume_command',
-           'Trainer', 'fit', 'export_model']
-
-# %% ../../nbs/api/75_trainer.ipynb #aa38fb2e
-@dataclass
-class TrainerConfig:
-    "The training options every method shares; a method's config subclasses it (dataclass inheritance)."
-    out: str = 'runs/train'
-    steps: int|None = None               # optimizer steps (default: `epochs` over the data, see `Task.total_steps`)
-    epochs: float|None = None
-    batch_size: int = 16                 # per process and micro-step
-    grad_accum: int = 1                  # micro-steps per optimizer step
-    lr: float = 1e-3
-    betas: tuple = (0.9, 0.999)
-    weight_decay: float = 0.0
-    clip_grad: float|None = None         # max gradient norm of each clipped part
-    schedule: str = 'cosine'             # 'cosine', 'linear' or 'constant' (see `lr_factor`)
-    warmup_steps: int = 0
-    ema: bool = False
-    mixed_precision: str = 'no'          # 'no', 'bf16', 'fp16'
-    log_every: int = 10
-    ckpt_every: int = 100                # 0: only at the end of an interrupted run
-    keep_ckpts: int = 2
-    eval_every: int = 0
-    tensorboard: bool = False
-    num_workers: int = 0
-    seed: int = 42
-    stop_after: int|None = None          # leave after this many steps (time-limited jobs); resume continues
-    progress: bool = True
-    model: dict = dataclasses.field(default_factory=dict)   # model keys over the preset's (bare or dotted: codebook_size=512)
-
-    # which presets `from_preset` reads (unannotated: class attributes, not options): the registry family, the
-    # model part's `method` (every preset names one), and the command named in override errors
-    preset_family = 'tokenizer'
-    preset_method = None
-    command = 'coda train'
-
-    @classmethod
-    def from_preset(cls, preset: str, **overrides):
-        "The preset's training part (the keys this config has), then `overrides`: training keys, and model keys (bare or dotted) into `model`; type-checked, an unknown key raises `ConfigError` listing both kinds."
-        p = get_preset(preset)                  # any family: a preset of another method is refused below, by name
-        method = p.model['method']
-        if cls.preset_method and method != cls.preset_method:
-            raise ConfigError(f'{preset!r} is a {method} preset, not a {cls.preset_method} one: {cls.__name__} trains {cls.preset_method} models '
-                              f'({", ".join(presets_of(cls.preset_method))})')
-        names = {f.name for f in fields(cls)}
-        t = {k: v for k, v in p.train.items() if k in names}
-        train_kw = {k: v for k, v in overrides.items() if k in names}
-        model_kw = {k: v for k, v in overrides.items() if k not in names}
-        cfg = apply_overrides(cls(**(t | dict(preset=preset))), train_kw, cls.command)
-        if model_kw:
-            mc = get_method(method).config
-            base = mc.from_dict(p.model, f'the {method} model') if mc else None
-            for k in model_kw:
-                try: full = base.resolve_key(k) if base else dict_key(p.model, k)
-                except ConfigError: full = None
-                if full is None:
-                    raise ConfigError(f'unknown key {k!r} for {cls.command}; training keys: {", ".join(sorted(names - {"model"}))}; '
-                                      f'model keys: {", ".join(type(base).keys(p.model) if base else _dotted_keys(p.model))}')
-            if base: base.override(model_kw, f'the {method} model')             # type-checked now, not at build time
-            else: dict_override(p.model, model_kw, f'the {method} model')
-            cfg = dataclasses.replace(cfg, model=dict(cfg.model) | {k: v for k, v in model_kw.items()})
-        return cfg
-
-@dataclass
-class Part:
-    "One trained module and its optimiser, and how the loop treats them."
-    module: nn.Module
-    optimizer: torch.optim.Optimizer
-    schedule: bool = True                # follow cfg.schedule / cfg.warmup_steps; False: constant lr
-    clip: bool = True                    # clip its gradients to cfg.clip_grad
-    ema: EMA|None = None
-    state: Callable[[nn.Module], dict]|None = None   # the tensors a checkpoint keeps (default: the whole state_dict)
-
-    def tensors(self) -> dict:
-        "The tensors a checkpoint keeps and the rank digests hash."
-        return {k: v.detach() for k, v in (self.state(self.module) if self.state else self.module.state_dict()).items()}
-
-@dataclass
-class StepContext:
-    "What `Task.step` gets besides the models and the batch."
-    acc: Any                             # the `accelerate.Accelerator`
-    step: int                            # optimizer step, from 0
-    total: int
-    micro: int                           # micro-step, from 0
-    grad_accum: int = 1
-    @property
-    def sync(self) -> bool: return self.micro == self.grad_accum - 1     # the last micro-step: gradients are all-reduced
-    @property
-    def device(self): return self.acc.device
-    def backward(self, loss): self.acc.backward(loss / self.grad_accum)
-    def autocast(self): return self.acc.autocast()
-    def no_sync(self, *models):
-        "No gradient all-reduce for `models` except on the last micro-step."
-        if self.sync: return nullcontext()
-        stack = ExitStack()
-        for m in models: stack.enter_context(self.acc.no_sync(m))
-        return stack
-
-class Task:
-    "What a method tells the loop: its parts, its data and one micro-step."
-    name = 'task'
-    def build(self, cfg, acc) -> dict[str, Part]:
-        "The trained parts, main part first; called right after `seed_everything(cfg.seed)`."
-        raise NotImplementedError
-    def dataset(self, cfg) -> Dataset:
-        "Training items, indexed by `(index, position)` (see `StepSampler`)."
-        raise NotImplementedError
-    def total_steps(self, cfg, n_items: int, per_step: int) -> int:
-        return cfg.steps or math.ceil(default(cfg.epochs, 1) * n_items / per_step)
-    def step(self, models: dict[str, nn.Module], batch, ctx: StepContext) -> dict:
-        "Losses of one micro-batch: call `ctx.backward(...)` and return detached scalar tensors to log."
-        raise NotImplementedError
-    def data_identity(self, cfg) -> dict:
-        "What identifies the data this run trains on (called after `build`; JSON-able values, None where unknown); checkpoints record it, a resume compares it."
-        return {}
-    def skipped_files(self) -> list:
-        "Unreadable training files the task left out (named in the run's outputs); by default those of its `ds`."
-        return list(getattr(getattr(self, 'ds', None), 'skipped', None) or [])
-    def export_files(self) -> dict: return {}      # `{file name: JSON-able value}`: files `export_model` writes beside the model
-    def evaluate(self, models: dict[str, nn.Module], step: int, acc) -> dict|None:
-        "Called on every rank every `cfg.eval_every` steps with the unwrapped modules; the main rank logs the result."
-        return None
-    def check_resume(self, parts: dict[str, Part], saved: dict[str, dict]):
-        "Refuse a checkpoint whose tensors do not fit `parts` (other model options?)."
-        for name, part in parts.items():
-            if name not in saved: raise ValueError(f'{self.name}: checkpoint does not match: no tensors for part {name!r} (it has {sorted(saved)})')
-            ref, sd = part.tensors(), saved[name]
-            bad = ([f'{k} (only in the checkpoint)' for k in sorted(set(sd) - set(ref))] + [f'{k} (only in the model)' for k in sorted(set(ref) - set(sd))]
-                   + [f'{k} {tuple(sd[k].shape)} saved, {tuple(ref[k].shape)} now' for k in ref if k in sd and sd[k].shape != ref[k].shape])
-            if bad: raise ValueError(f'{self.name}: checkpoint does not match part {name!r} (other model options?): {bad[:5]}')
-
-class Callback:
-    "Hooks `fit` calls; subclass and override what you need (all no-ops here)."
-    def on_train_start(self, trainer): pass
-    def on_step_end(self, trainer, step: int): pass         # `step`: optimizer steps done
-    def on_log(self, trainer, record: dict): pass           # main process only
-    def on_checkpoint(self, trainer, path: Path): pass      # main process only
-    def on_train_end(self, trainer, summary: dict): pass
+__all__ = ['state_digest', 'TRAINING_DATA', 'resume_command', 'Trainer', 'fit', 'export_model', 'TrainerConfig', 'Part',
+           'StepContext', 'Task', 'Callback']
 
 # %% ../../nbs/api/75_trainer.ipynb #2f076e36
 state_digest = deprecated(weights_digest, 'coda_nb.training.loop.state_digest', 'coda_nb.pretrained.weights_digest')
