@@ -2,7 +2,8 @@
 (LoRA on the decoder, or the whole decoder unfrozen), and (b) the auxiliary objective: none, the entropy term, the
 commitment loss, with the per-bit usage of the held-out tokens.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latentbit_ablations.py [--budget full|reduced] [--out PATH]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/latentbit_ablations.py [--budget full|reduced] [--out PATH] [--rows ...]
+        [--deadline HH:MM] [--merge]
 
 Set-up (that of `benchmarks/latentbit_study.py`, whose `train_row`, shared latent cache and `bit_usage` are reused):
 TAEF2 (real weights), 64 px photo crops, the preset `latentbit-taef2-tiny` at D = 64 (2 bits per TAEF2 channel), width
@@ -121,8 +122,11 @@ def finetune(tok0, mode, B, vae_path, out_dir, seed=0):
                                         lora_rank=F['rank'] if mode == 'lora' else None))
 
 
-def main(budget='full', out=None, log=print, rows=None, deadline=None):
-    "Run the rows of `budget` (default all, in order); the JSON is rewritten after each, so a stopped run keeps what it finished; no row starts after `deadline` ('HH:MM', local time)."
+def main(budget='full', out=None, log=print, rows=None, deadline=None, merge=False):
+    """Run the rows of `budget` (default all, in order); the JSON is rewritten after each, so a stopped run keeps what it
+    finished; no row starts after `deadline` ('HH:MM', UTC). `merge`: add the rows to the saved JSON at `out` (same budget
+    only), its metadata under `meta['merged']`; a row it already holds (the `commit` row, the `ft-*` rows' stage 1) is
+    retrained and must reproduce its saved score, which is kept."""
     import torch
     torch.set_num_threads(1)
     from torch.utils.data import Subset
@@ -135,11 +139,7 @@ def main(budget='full', out=None, log=print, rows=None, deadline=None):
     out = Path(out or OUT/f"latentbit_ablations{'' if budget == 'full' else '_' + budget}.json")
     vae_path = find_weights('taef2', required=True)
     t_all = time.time()
-    meta = dict(command=' '.join([Path(sys.executable).name, *sys.argv]) if __name__ == '__main__' else f'latentbit_ablations.main({budget!r})',
-                threads=torch.get_num_threads(), omp_num_threads=os.environ.get('OMP_NUM_THREADS'), torch=torch.__version__,
-                coda_nb=lbs._version('coda_nb'), python=platform.python_version(), machine=platform.machine(),
-                loadavg_start=os.getloadavg(), budget=budget, vae='TAEF2 (real weights)',
-                lpips='off: the VGG16 weights (vgg16-397923af.pth) are not on this machine', started=time.strftime('%Y-%m-%d %H:%M:%S'))
+    meta = lbs.run_meta('latentbit_ablations', f'latentbit_ablations.main({budget!r})', budget)
     held = PhotoCrops(size=64, n=B['n_eval'], split='test', seed=0)
     x_eval = torch.stack([held[i] for i in range(len(held))])
     vae = load_vae('tae', vae_path)
@@ -156,15 +156,19 @@ def main(budget='full', out=None, log=print, rows=None, deadline=None):
     def score(model, fid=True):
         t = time.time(); r = evaluate(model, held, batch_size=64, fid=False, progress=False) | (fid_of(model) if fid else {})
         return r, time.time() - t
-    res = dict(meta=meta, budget=B, latent=latent, continuous=score(vae)[0], runs={})
+    if merge:
+        res = json.loads(out.read_text())
+        if res['budget'] != json.loads(json.dumps(B)): raise ValueError(f'--merge: the saved run at {out.name} has another budget')
+        if abs(res['latent']['var'] - latent['var']) > 1e-6: raise ValueError('--merge: the held-out latents differ from the saved run')
+        res['meta'].setdefault('merged', []).append(meta | dict(rows=list(rows or B['rows'])))
+        meta = res['meta']['merged'][-1]
+        meta.pop('budget', None)
+    else: res = dict(meta=meta, budget=B, latent=latent, continuous=score(vae)[0], runs={})
     tmp, toks = Path(tempfile.mkdtemp(prefix='lbablate-')), {}
     def save():
         lbs.write_results(res, meta, out, t_all)
-    stop_at = None
-    if deadline:
-        h, mi = map(int, deadline.split(':')); lt = time.localtime()
-        stop_at = time.mktime(lt[:3] + (h, mi, 0) + lt[6:])
-        meta['deadline'] = deadline
+    stop_at = lbs._deadline(deadline)
+    if deadline: meta['deadline'] = deadline
     for name in rows or B['rows']:
         if stop_at and time.time() > stop_at:
             meta.setdefault('not_run', []).append(name); log(f'{name}: not started (past the deadline {deadline})'); save(); continue
@@ -172,6 +176,7 @@ def main(budget='full', out=None, log=print, rows=None, deadline=None):
             if 'commit' not in toks: raise RuntimeError(f'{name} fine-tunes the commit row: run it first')
             tok, rec = finetune(toks['commit'], name[3:], B, vae_path, tmp/name)
             rec['table'], rec['stage1'] = '4a', dict(row='commit', steps=B['steps'], train_s=res['runs']['commit']['train_s'])
+            if merge: rec['stage1']['retrained_in_merge'] = True     # the commit row retrained in this process (checked against the saved one)
             if name != 'ft-frozen': rec['continuous_finetuned'] = score(tok.vae.vae, fid=False)[0]   # the fine-tuned decoder on TAEF2's own latent
         else:
             o = OBJECTIVES_B[name]
@@ -183,6 +188,18 @@ def main(budget='full', out=None, log=print, rows=None, deadline=None):
             if name == 'commit': toks['commit'] = tok
         rec['final'], rec['eval_s'] = score(tok)
         rec['bits'] = usage(tok, x_eval)
+        old = res['runs'].get(name)
+        if old is not None:                      # retrained in a merge: the same training must give the saved score
+            same = all(abs(rec['final'][k] - old['final'][k]) < 1e-4 for k in ('psnr', 'ssim', 'quant_error')) and \
+                abs(rec['final'].get('rfid', 0) - old['final'].get('rfid', 0)) < 1e-2 and rec['bits']['balance'] == old['bits']['balance']
+            check = dict(row=name, saved={k: old['final'][k] for k in ('psnr', 'ssim', 'quant_error', 'rfid') if k in old['final']},
+                         retrained={k: rec['final'][k] for k in ('psnr', 'ssim', 'quant_error', 'rfid') if k in rec['final']},
+                         reproduced=same, train_s=rec['train_s'], kept='saved' if same else 'saved; the retrained record is in retrained_record')
+            if not same: check['retrained_record'] = rec
+            meta.setdefault('reproduction', []).append(check)
+            log(f"{name}: retrained, saved {check['saved']} / retrained {check['retrained']}: "
+                f"{'reproduced, the saved record kept' if same else 'NOT reproduced: the saved record kept, the retrained one under meta.merged.reproduction'}")
+            save(); continue
         res['runs'][name] = rec
         log(f"{name:>15}: {rec['train_s']:6.0f} s ({rec['s_per_step']:.3f} s/step)  {rec['params'] / 1e6:.2f} M  PSNR {rec['final']['psnr']:.2f}  "
             f"SSIM {rec['final']['ssim']:.4f}  latent MSE {rec['final']['quant_error']:.4f} (var {latent['var']:.3f})  "
@@ -197,6 +214,7 @@ if __name__ == '__main__':
     p.add_argument('--budget', choices=list(BUDGETS), default='full')
     p.add_argument('--out', default=None)
     p.add_argument('--rows', nargs='*', default=None)
-    p.add_argument('--deadline', default=None, help="HH:MM: start no row after this time")
+    p.add_argument('--deadline', default=None, help="HH:MM (UTC): start no row after this time")
+    p.add_argument('--merge', action='store_true', help='add the rows to the saved JSON (same budget), keeping its runs')
     a = p.parse_args()
-    main(a.budget, a.out, rows=a.rows, deadline=a.deadline)
+    main(a.budget, a.out, log=lambda s: print(s, flush=True), rows=a.rows, deadline=a.deadline, merge=a.merge)

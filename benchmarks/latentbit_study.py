@@ -63,6 +63,7 @@ BUDGETS = dict(
     # 14 bits a token and at CODA's middle rate (20 bits). Rows in order of priority.
     rd=dict(
         full=dict(n_train=1024, n_eval=1000, fid_n=100, batch=16, probe=True,
+                  fid_n_choice='100, not 250: Inception ran at 0.73 s/image on one loaded thread, so 250 crops would cost ~3 min per point (10 points)',
                   rows=[_lb(64, 500), _coda((1, 2, 3, 4, 6, 8), 1024, 500), _lb(14, 500), _coda((1, 2, 4, 8), 1024, 500),
                         _lb(128, 500), _coda((1, 2, 3, 4, 6, 8, 8, 8), 1024, 500), _lb(32, 500),
                         _fsq([8, 8, 8, 6, 5], 500), _fsq([8, 8, 8, 8, 8, 8, 4], 500)]),
@@ -105,6 +106,21 @@ def write_results(res: dict, meta: dict, out: Path, t0: float):
     meta.update(loadavg_end=os.getloadavg(), finished=time.strftime('%Y-%m-%d %H:%M:%S'), total_s=time.time() - t0)
     out.parent.mkdir(parents=True, exist_ok=True); tmp = out.with_suffix('.json.tmp')
     tmp.write_text(json.dumps(res, indent=1, default=float)); os.replace(tmp, out)
+
+
+def run_meta(script: str, call: str, budget: str, **extra) -> dict:
+    """The run metadata a study's JSON starts with: the command (the argv when `script` -- the module name, e.g.
+    'latentbit_study' -- is the program being run, `call` otherwise, e.g. "latentbit_study.main_rd('full')"), torch's
+    threads, `OMP_NUM_THREADS`, the versions, the machine, the load average at the start, `budget`, the VAE, LPIPS and
+    the start time; `extra` adds keys or replaces these (e.g. `study=`, `vae=`). Call it after `torch.set_num_threads`."""
+    import torch
+    as_script = Path(sys.argv[0]).name == f'{script}.py' if sys.argv and sys.argv[0] else False
+    meta = dict(command=' '.join([Path(sys.executable).name, *sys.argv]) if as_script else call,
+                threads=torch.get_num_threads(), omp_num_threads=os.environ.get('OMP_NUM_THREADS'), torch=torch.__version__,
+                coda_nb=_version('coda_nb'), python=platform.python_version(), machine=platform.machine(),
+                loadavg_start=os.getloadavg(), budget=budget, vae='TAEF2 (real weights)',
+                lpips='off: the VGG16 weights (vgg16-397923af.pth) are not on this machine', started=time.strftime('%Y-%m-%d %H:%M:%S'))
+    return meta | extra
 
 
 def trainable_params(tok) -> int: return sum(p.numel() for p in tok.trainable_parameters())
@@ -244,11 +260,7 @@ def main_rd(budget='full', out=None, log=print, deadline=None):
     out = Path(out or OUT/f"latentbit_rd{'' if budget == 'full' else '_' + budget}.json")
     vae_path = find_weights('taef2', required=True)
     t_all = time.time()
-    meta = dict(command=' '.join([Path(sys.executable).name, *sys.argv]) if __name__ == '__main__' else f'latentbit_study.main_rd({budget!r})',
-                threads=torch.get_num_threads(), omp_num_threads=os.environ.get('OMP_NUM_THREADS'), torch=torch.__version__,
-                coda_nb=_version('coda_nb'), python=platform.python_version(), machine=platform.machine(),
-                loadavg_start=os.getloadavg(), study='rd', budget=budget, vae='TAEF2 (real weights)',
-                lpips='off: the VGG16 weights (vgg16-397923af.pth) are not on this machine', started=time.strftime('%Y-%m-%d %H:%M:%S'))
+    meta = run_meta('latentbit_study', f'latentbit_study.main_rd({budget!r})', budget, study='rd')
     res = dict(meta=meta, budget=B, timing={}, runs={})
     def save():
         write_results(res, meta, out, t_all)
@@ -325,11 +337,7 @@ def main(study='objective', budget='full', out=None, log=print, deadline=None, r
     out = Path(out or OUT/f"latentbit_{study}{'' if budget == 'full' else '_' + budget}.json")
     vae_path = find_weights('taef2', required=True)
     t_all = time.time()
-    meta = dict(command=' '.join([Path(sys.executable).name, *sys.argv]) if __name__ == '__main__' else f'latentbit_study.main({study!r}, {budget!r})',
-                threads=torch.get_num_threads(), omp_num_threads=os.environ.get('OMP_NUM_THREADS'), torch=torch.__version__,
-                coda_nb=_version('coda_nb'), python=platform.python_version(), machine=platform.machine(),
-                loadavg_start=os.getloadavg(), study=study, budget=budget, vae='TAEF2 (real weights)',
-                lpips='off: the VGG16 weights (vgg16-397923af.pth) are not on this machine', started=time.strftime('%Y-%m-%d %H:%M:%S'))
+    meta = run_meta('latentbit_study', f'latentbit_study.main({study!r}, {budget!r})', budget, study=study)
     held = PhotoCrops(size=64, n=B['n_eval'], split='test', seed=0)
     x_eval = torch.stack([held[i] for i in range(len(held))])
     memo = {}

@@ -195,13 +195,10 @@ def main(budget='full', out=None, log=print):
     B = BUDGETS[budget]
     out = Path(out or OUT/f"latentbit_video{'' if budget == 'full' else '_' + budget}.json")
     t_all = time.time()
-    meta = dict(command=' '.join([Path(sys.executable).name, *sys.argv]) if __name__ == '__main__' else f'latentbit_video.main({budget!r})',
-                threads=torch.get_num_threads(), omp_num_threads=os.environ.get('OMP_NUM_THREADS'), torch=torch.__version__,
-                coda_nb=_version('coda_nb'), python=platform.python_version(), machine=platform.machine(),
-                loadavg_start=os.getloadavg(), budget=budget, started=time.strftime('%Y-%m-%d %H:%M:%S'),
-                vae='TAEF2 (real weights) frame by frame (FramewiseVAE, temporal stride 1); WAN 2.1 weights are not available offline',
-                rfvd='not computed: rFVD needs the I3D network, whose weights the package cannot fetch offline',
-                lpips='off: the VGG16 weights are not on this machine')
+    meta = lbs.run_meta('latentbit_video', f'latentbit_video.main({budget!r})', budget,
+                        vae='TAEF2 (real weights) frame by frame (FramewiseVAE, temporal stride 1); WAN 2.1 weights are not available offline',
+                        rfvd='not computed: rFVD needs the I3D network, whose weights the package cannot fetch offline',
+                        lpips='off: the VGG16 weights are not on this machine')
     T, S = B['frames'], B['size']
     t = time.time()
     x_train, x_eval = make_clips(B['n_train'], T, S, 'train'), make_clips(B['n_eval'], T, S, 'test')

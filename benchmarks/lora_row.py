@@ -44,7 +44,41 @@ ROWS = [dict(name='base', lora=None, fid=True),
 BUDGETS = dict(
     full=dict(size=32, n_train=1024, steps=120, batch=16, n_eval=256, n_fid=128, diag_n=128, rows=[r['name'] for r in ROWS]),
     reduced=dict(size=32, n_train=32, steps=2, batch=4, n_eval=8, n_fid=0, diag_n=8,
-                 rows=['base', 'lora-ed', 'lora-d', 'lora-e', 'warm-lora-ed']))
+                 rows=['base', 'lora-ed', 'lora-d', 'lora-e', 'warm-lora-ed']),
+    # the second, independent set-up: 64 px, 300 steps x 16, scored on the held-out crops and on photos outside the
+    # package's photo list (`unseen_crops`); rows in order of priority, each started only if its estimate fits the deadline
+    px64=dict(preset='coda-taef2-tiny', size=64, n_train=1024, steps=300, batch=16, n_eval=128, n_fid=128, diag_n=64, n_unseen=70,
+              rows=['base', 'lora-ed', 'lora-ed-lr1e-4', 'lora-d', 'lora-e']),
+    px64_reduced=dict(preset='coda-taef2-tiny', size=64, n_train=16, steps=1, batch=4, n_eval=8, n_fid=0, diag_n=4, n_unseen=14, rows=['base', 'lora-ed']))
+RESULTS = dict(full='lora_row.json', px64='lora_row_64.json')
+
+# Offline photos that are not in `coda_nb.data.photos.PHOTO_SOURCES` (so no training crop, and no held-out crop of the
+# package's own split, comes from them): scikit-image's retina fundus (its central 900 px square, inside the black
+# border) and its real grayscale photographs, replicated to three channels. The package leaves these out of its list
+# (grayscale, or mostly border); here they are a test set of images the training never saw, of other content.
+UNSEEN = ('retina', 'camera', 'coins', 'moon', 'brick', 'grass', 'gravel')
+
+def _unseen_source(name):
+    def load():
+        import numpy as np, skimage.data as d
+        a = getattr(d, name)()
+        if name == 'retina': a = a[255:1155, 255:1155]
+        return np.repeat(a[..., None], 3, -1) if a.ndim == 2 else a
+    return ('skimage', load)
+
+def unseen_crops(size, n, seed=0):
+    "`PhotoCrops` of the `UNSEEN` photos (whole images, no train/test cut): `n` crops cycling over the photos."
+    import coda_nb.data.photos as P
+    extra = {n_: _unseen_source(n_) for n_ in UNSEEN}
+    assert not set(extra) & set(P.PHOTO_SOURCES)
+    P.PHOTO_SOURCES.update(extra)
+    try: return P.PhotoCrops(size=size, n=n, split='train', frac=1.0, seed=seed, names=list(UNSEEN))
+    finally:
+        for k in extra: P.PHOTO_SOURCES.pop(k)
+
+# s/step before a row of this run has measured one (64 px, batch 16, one thread at load 3.4 on 2 cores, 5 steps each of
+# `base` and `lora-ed`); once a row with cached latents has run, a row with encoder LoRA is estimated at `ENCODER_X` its rate
+EST_S_PER_STEP, ENCODER_X = dict(cached=4.1, encoder=5.2), 1.3
 
 
 def _version(pkg):
@@ -65,7 +99,7 @@ def build_row(row, B, vae_path, seed=0, warm_from=None):
     from coda_nb.tokenizers.coda import build_tokenizer
     lora = row.get('lora')
     kw = {'lora.rank': row.get('rank', 4) if lora else 0, 'lora.encoder': 'e' in (lora or ''), 'lora.decoder': 'd' in (lora or '')}
-    tok = build_tokenizer(PRESET, vae_path=vae_path, seed=seed, **kw)
+    tok = build_tokenizer(B.get('preset', PRESET), vae_path=vae_path, seed=seed, **kw)
     if warm_from is not None: tok.quantizer.load_state_dict(warm_from.quantizer.state_dict())
     return tok
 
@@ -76,8 +110,8 @@ def train_row(row, B, vae_path, out_dir, seed=0, warm_from=None):
     from coda_nb.training.loop import fit
     tok = build_row(row, B, vae_path, seed, warm_from)
     steps = B['steps'] * row.get('steps_x', 1)
-    cfg = CODATrainConfig.from_preset(PRESET, image_size=B['size'], n_train=B['n_train'], steps=steps, batch_size=B['batch'],
-                                      lr=row.get('lr', 1e-3), codebook_lr=1e-3, eval_every=0, ckpt_every=0,
+    cfg = CODATrainConfig.from_preset(B.get('preset', PRESET), image_size=B['size'], n_train=B['n_train'], steps=steps, batch_size=B['batch'],
+                                      lr=row.get('lr', 1e-3), codebook_lr=1e-3, ema=False, eval_every=0, ckpt_every=0,
                                       log_every=max(1, steps // 20), progress=False, seed=seed, out=str(out_dir), vae_path=str(vae_path))
     task = _shared_task(tok)
     t0 = time.time()
@@ -118,9 +152,10 @@ def pick_best(runs, last=3):
     return min(score, key=score.get), score
 
 
-def main(budget='full', out=None, log=print, seed=0, rows=None, fid_all=False, merge=False):
+def main(budget='full', out=None, log=print, seed=0, rows=None, fid_all=False, merge=False, deadline=None):
     """Train and score `rows` (default: the budget's). `merge`: add them to the JSON at `out` (a row it already holds with
-    its rFID is retrained only as a warm start's source, and must reproduce its PSNR); `fid_all`: rFID for every row."""
+    its rFID is retrained only as a warm start's source, and must reproduce its PSNR); `fid_all`: rFID for every row;
+    `deadline` ('HH:MM', UTC): start no row whose estimated training and scoring would end after it."""
     import torch
     torch.set_num_threads(1)
     from torch.utils.data import Subset
@@ -129,18 +164,24 @@ def main(budget='full', out=None, log=print, seed=0, rows=None, fid_all=False, m
     from coda_nb.data.photos import PhotoCrops
     from coda_nb.eval.reconstruction import evaluate
     from coda_nb.eval.metrics import StreamingFID
+    sys.path.insert(0, str(HERE))
+    from latentbit_study import _deadline, write_results
     B = BUDGETS[budget]
-    out = Path(out or OUT/f"lora_row{'' if budget == 'full' else '_' + budget}.json")
+    out = Path(out or OUT/RESULTS.get(budget, f'lora_row_{budget}.json'))
     vae_path = find_weights('taef2', required=True)
     t_all = time.time()
     meta = dict(command=' '.join([Path(sys.executable).name, *sys.argv]) if __name__ == '__main__' else f'lora_row.main({budget!r})',
                 threads=torch.get_num_threads(), omp_num_threads=os.environ.get('OMP_NUM_THREADS'), torch=torch.__version__,
                 coda_nb=_version('coda_nb'), python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count(),
-                loadavg_start=os.getloadavg(), budget=budget, preset=PRESET, vae='TAEF2 (real weights)',
+                loadavg_start=os.getloadavg(), budget=budget, preset=B.get('preset', PRESET), vae='TAEF2 (real weights)',
                 lpips='off: the VGG16 weights (vgg16-397923af.pth) are not on this machine', started=time.strftime('%Y-%m-%d %H:%M:%S'))
+    stop_at = _deadline(deadline)
+    if deadline: meta['deadline'] = deadline
     held = PhotoCrops(size=B['size'], n=B['n_eval'], split='test', seed=0)
     train_crops = Subset(PhotoCrops(size=B['size'], n=B['n_train'], split='train', seed=seed), range(B['diag_n']))
     x_diag = torch.stack([held[i] for i in range(B['diag_n'])])
+    unseen = unseen_crops(B['size'], B['n_unseen']) if B.get('n_unseen') else None
+    if unseen is not None: meta['unseen'] = dict(photos=unseen.names, n=len(unseen), note='whole images, grayscale ones replicated to RGB; retina: its central 900 px square')
     vae = load_vae('tae', vae_path)
     real = None
     if B['n_fid']:
@@ -151,20 +192,35 @@ def main(budget='full', out=None, log=print, seed=0, rows=None, fid_all=False, m
         if real is None: return {}
         s = StreamingFID(inception=real.inception); s.real = real.real          # the real statistics, computed once
         return dict(rfid=evaluate(model, fid_ds, batch_size=64, fid=s, fid_real=False, progress=False)['rfid'], n_fid=B['n_fid'])
+    def held_out(model, fid):
+        "The held-out scores, with rFID if `fid`; one pass over the crops when the rFID set is all of them."
+        if fid and real is not None and B['n_fid'] == B['n_eval']:
+            s = StreamingFID(inception=real.inception); s.real = real.real
+            return evaluate(model, held, batch_size=64, fid=s, fid_real=False, progress=False) | dict(n_fid=B['n_fid'])
+        return evaluate(model, held, batch_size=64, fid=False, progress=False) | (fid_of(model) if fid else {})
     if merge:
         res = json.loads(out.read_text())
         res['meta'].setdefault('added', []).append(dict(command=meta['command'], rows=rows, loadavg_start=meta['loadavg_start'], started=meta['started']))
         meta = res['meta']
     else:
-        res = dict(meta=meta, budget=B, continuous=evaluate(vae, held, batch_size=64, fid=False, progress=False) | fid_of(vae), runs={})
+        res = dict(meta=meta, budget=B, continuous=held_out(vae, True), runs={})
+        if unseen is not None: res['continuous_unseen'] = evaluate(vae, unseen, batch_size=64, fid=False, progress=False)
+    stamp = meta['added'][-1] if merge else meta
     tmp, toks = Path(tempfile.mkdtemp(prefix='lorarow-')), {}
-    spec = {r['name']: r for r in ROWS}
+    spec, rate, eval_s = {r['name']: r for r in ROWS}, dict(EST_S_PER_STEP), 120.0
     for name in rows or B['rows']:
         row = dict(spec[name])
         if row.get('best'):
             k, score = pick_best(res['runs'])
             row |= {kk: v for kk, v in res['runs'][k]['spec'].items() if kk in ('lora', 'lr', 'rank')} | dict(best_of=k, best_score=score)
+        kind = 'encoder' if 'e' in (row.get('lora') or '') else 'cached'
+        est = B['steps'] * row.get('steps_x', 1) * rate[kind] + eval_s
+        if stop_at and time.time() + est > stop_at:
+            stamp.setdefault('not_run', []).append(dict(row=name, estimate_s=est))
+            log(f'{name}: not started (estimated {est:.0f} s, past the deadline {deadline})'); write_results(res, stamp, out, t_all); continue
         tok, rec = train_row(row, B, vae_path, tmp/name, seed, warm_from=toks.get(row.get('warm')))
+        rate[kind] = rec['s_per_step']
+        if kind == 'cached' and not any('e' in (r['spec'].get('lora') or '') for r in res['runs'].values()): rate['encoder'] = ENCODER_X * rate['cached']
         if name in ('base',): toks[name] = tok
         old = res['runs'].get(name) if merge else None
         if old and 'rfid' in old['final']:       # retrained only as a warm start's source: it must reproduce its score
@@ -172,19 +228,20 @@ def main(budget='full', out=None, log=print, seed=0, rows=None, fid_all=False, m
             if abs(p - old['final']['psnr']) > 1e-4: raise RuntimeError(f'{name}: retrained PSNR {p:.4f} != saved {old["final"]["psnr"]:.4f}')
             old['reproduced'] = True; log(f'{name}: retrained, PSNR {p:.4f} reproduced'); continue
         t = time.time()
-        rec['final'] = evaluate(tok, held, batch_size=64, fid=False, progress=False) | (fid_of(tok) if row.get('fid') or fid_all else {})
+        rec['final'] = held_out(tok, row.get('fid') or fid_all)
         rec['train_crops'] = evaluate(tok, train_crops, batch_size=64, fid=False, progress=False)
         rec['diag'] = diagnose(tok, x_diag)
-        rec['eval_s'] = time.time() - t
+        if unseen is not None: rec['unseen'] = evaluate(tok, unseen, batch_size=64, fid=False, progress=False)
+        rec['eval_s'] = eval_s = time.time() - t
+        rec['estimate_s'] = est
         res['runs'][name] = rec
         f = rec['final']
         log(f"{name:>15}: {rec['steps']} steps {rec['train_s']:6.0f} s ({rec['s_per_step']:.2f} s/step)  PSNR {f['psnr']:.2f}  "
             f"latent {f['quant_error']:.3f}  rFID {f.get('rfid', float('nan')):.1f}  drift {rec['diag']['encoder_drift']:.3f}  "
-            f"({time.time() - t_all:.0f} s, load {os.getloadavg()[0]:.1f})")
+            + (f"unseen PSNR {rec['unseen']['psnr']:.2f}  " if unseen is not None else '') +
+            f"eval {eval_s:.0f} s  ({time.time() - t_all:.0f} s, load {os.getloadavg()[0]:.1f})")
         if old: rec['reproduced'] = abs(rec['final']['psnr'] - old['final']['psnr']) < 1e-4   # the same training again
-        (meta['added'][-1] if merge else meta).update(loadavg_end=os.getloadavg(), finished=time.strftime('%Y-%m-%d %H:%M:%S'),
-                                                      total_s=time.time() - t_all)
-        out.parent.mkdir(parents=True, exist_ok=True); out.write_text(json.dumps(res, indent=1, default=float))
+        write_results(res, stamp, out, t_all)
     shutil.rmtree(tmp, ignore_errors=True)
     return res
 
@@ -196,5 +253,7 @@ if __name__ == '__main__':
     ap.add_argument('--rows', default=None, help='comma-separated row names (default: the budget\'s)')
     ap.add_argument('--fid-all', action='store_true', help='rFID for every row, not only the flagged ones')
     ap.add_argument('--merge', action='store_true', help='add the rows to the existing JSON instead of starting it over')
+    ap.add_argument('--deadline', default=None, help='HH:MM (UTC): start no row whose estimate ends after this time')
     a = ap.parse_args()
-    main(a.budget, a.out, log=lambda s: print(s, flush=True), rows=a.rows.split(',') if a.rows else None, fid_all=a.fid_all, merge=a.merge)
+    main(a.budget, a.out, log=lambda s: print(s, flush=True), rows=a.rows.split(',') if a.rows else None, fid_all=a.fid_all,
+         merge=a.merge, deadline=a.deadline)
