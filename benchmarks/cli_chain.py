@@ -1,6 +1,7 @@
 """The README's command-line chain for Fashion-MNIST generation, run end to end as `coda` subprocesses, timed and scored.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cli_chain.py [--tiny] [--sample-seeds 2,3,4,5] [--train-seeds 1]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/cli_chain.py --maskgit-steps 250,500   # the budget sweep
 
 The chain is the one the Fashion-MNIST tutorial (nbs/tutorials/20_maskgit_fashion.ipynb) runs through the same tasks and
 presets: tokenizer `coda-taef2-small` (its preset's 200 steps of 16 on the first 2,048 training images, 32 px),
@@ -16,6 +17,11 @@ Every command runs in a fresh `.venv/bin/coda` process with OMP_NUM_THREADS=--th
 runs/cli_chain_tiny/ with --tiny, a smoke test of a few seconds' budget per stage). The JSON
 (benchmarks/results/cli_chain.json, or cli_chain_tiny.json) is rewritten after every command: the command line, wall
 seconds, exit status, load average before and after, and what it measured.
+
+`--maskgit-steps N1,N2,...` is the budget sweep: the same tokenizer, tokens and reference, then MaskGIT trained for each
+number of steps (the preset's recipe otherwise: 100 warm-up steps, then a constant lr 3e-3, EMA 0.99), sampled at seed 1 and
+scored the same way, into runs/cli_chain_budget/ and benchmarks/results/cli_chain_budget.json (with the full chain's
+1,000-step numbers read from cli_chain.json beside them): how short a run still gives the tutorial's samples.
 """
 import argparse, json, os, platform, shlex, shutil, subprocess, sys, time
 from pathlib import Path
@@ -148,6 +154,43 @@ def tokenizer_seeds(a, d, n, res, out_json):
                 lambda dd: (lambda r: dict(rfid=round(r['rfid'], 2), psnr=round(r['psnr'], 2)))(jload(dd/t/'eval/metrics.json')))
         res['tokenizer_seeds'][s] = r['rfid']; save(res, out_json)
 
+def budget_sweep(a):
+    "The chain's tokenizer, tokens and reference once, then MaskGIT at each of `--maskgit-steps`, sampled and scored like the chain."
+    import torch
+    steps = [int(x) for x in a.maskgit_steps.split(',') if x]
+    d, out_json = ROOT/'runs'/'cli_chain_budget', ROOT/'benchmarks'/'results'/'cli_chain_budget.json'
+    if d.exists() and not a.keep: shutil.rmtree(d)
+    d.mkdir(parents=True, exist_ok=True)
+    res = dict(script='benchmarks/cli_chain.py', argv=sys.argv[1:], budget='maskgit steps ' + ','.join(map(str, steps)), threads=a.threads,
+               torch=torch.__version__, python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count(),
+               started=time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), loadavg_start=[round(x, 2) for x in os.getloadavg()],
+               note='the chain of cli_chain.py with MaskGIT trained for each number of steps; paths relative to the run folder',
+               commands=[], budgets={})
+    full = ROOT/'benchmarks'/'results'/'cli_chain.json'
+    if full.is_file():
+        f = jload(full); tm = next(c for c in f['commands'] if c['name'] == 'train maskgit')
+        res['reference_run'] = dict(steps=tm.get('steps'), train_s=tm['wall_s'], gfid=f['chain']['gfid'], ceiling=f['chain']['tokenizer_ceiling_rfid'],
+                                    level0_outside_fraction=f['chain']['level0_outside_fraction'], sample_seeds=f.get('sample_seeds'),
+                                    last_heldout=tm.get('last_heldout'), source='benchmarks/results/cli_chain.json')
+    head = dict(chain(False)[:3])
+    run('train tokenizer', head['train tokenizer'], d, a.threads, res, out_json, parse_train('runs/fm-tok'))
+    run('eval tokenizer', head['eval tokenizer'], d, a.threads, res, out_json, parse_eval)
+    run('tokenize', head['tokenize'], d, a.threads, res, out_json)
+    for i, n in enumerate(steps):
+        m, o = f'runs/fm-maskgit-{n}', f'runs/fm-samples-{n}'
+        t = run(f'train maskgit {n} steps', ['train', '--preset', 'maskgit-tiny', '--tokens', 'runs/fm-tokens', '--out', m, f'steps={n}',
+                                              'ckpt_every=0', '--no-progress'], d, a.threads, res, out_json, parse_train(m))
+        sm = run(f'sample {n}', ['sample', '--model', f'{m}/model', '--tokenizer', 'runs/fm-tok/tokenizer', '--n', '100', '--seed', '1',
+                                 '--out', o, '--no-progress'], d, a.threads, res, out_json, parse_sample(o))
+        real = ['--real', 'fashion-mnist', '--limit', '100', '--size', '32', '--save-ref', 'runs/fm-ref.npz'] if i == 0 else ['--real', 'runs/fm-ref.npz']
+        fd = run(f'fid {n}', ['fid', '--samples', f'{o}/samples.npz', *real, '--out', o, '--no-progress'], d, a.threads, res, out_json, parse_fid(o))
+        res['budgets'][str(n)] = dict(steps=n, train_s=t['wall_s'], gfid=fd['gfid'], level0_outside_fraction=sm['level0_outside_fraction'],
+                                      last_heldout=t.get('last_heldout'))
+        save(res, out_json)
+    res['ceiling'] = res['commands'][1]['rfid']
+    res['finished'] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()); save(res, out_json)
+    print(json.dumps(dict(ceiling=res['ceiling'], budgets=res['budgets'], reference_run=res.get('reference_run')), indent=1))
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--tiny', action='store_true', help='a smoke test: a few steps per stage, 10 images scored')
@@ -158,7 +201,9 @@ def main():
     p.add_argument('--tok-seeds', default='', help='other tokenizer training seeds (retrained, scored by coda eval: the ceiling\'s seed noise); empty: none')
     p.add_argument('--no-controls', action='store_true', help='with --controls-only: skip the in-process scoring controls (only --tok-seeds)')
     p.add_argument('--controls-only', action='store_true', help="only the in-process scoring controls, on the last run's folder and JSON")
+    p.add_argument('--maskgit-steps', default='', help='the budget sweep: MaskGIT trained for each of these step counts (e.g. 250,500)')
     a = p.parse_args()
+    if a.maskgit_steps: return budget_sweep(a)
     import torch
     d = ROOT/'runs'/('cli_chain_tiny' if a.tiny else 'cli_chain')
     out_json = ROOT/'benchmarks'/'results'/('cli_chain_tiny.json' if a.tiny else 'cli_chain.json')

@@ -5,9 +5,12 @@ the within-token dependence between bits: empirical (total correlation, pairwise
 under the index head's own predictions (what factorising them into independent bits or groups costs).
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/three_heads.py            # the full run
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/three_heads.py --data photos     # the same on 32 px photo crops
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/three_heads.py --quick --out /tmp/th.json  # a smoke test
 
-Writes benchmarks/results/three_heads.json after every stage. Tokenizer, tokens and Inception features are cached under
+Writes benchmarks/results/three_heads.json (three_heads_photos.json with `--data photos`) after every stage. Photo crops
+have no classes: their MaskGIT heads are unconditional (every label the null class, so guidance has no effect), and
+the gFID reference is the first held-out crops. Tokenizer, tokens and Inception features are cached under
 .cache/three_heads/ (delete it to start from scratch)."""
 import argparse, json, math, os, time, platform
 from pathlib import Path
@@ -15,7 +18,8 @@ import numpy as np, torch
 
 ROOT = Path(__file__).resolve().parents[1]
 ap = argparse.ArgumentParser()
-ap.add_argument('--out', default=str(ROOT/'benchmarks'/'results'/'three_heads.json'))
+ap.add_argument('--data', default='fashion-mnist', choices=['fashion-mnist', 'photos'], help='the images the tokens are made of')
+ap.add_argument('--out', default=None, help='results JSON (default: benchmarks/results/three_heads.json, or three_heads_photos.json)')
 ap.add_argument('--budget-s', type=float, default=100, help='training CPU seconds per head (the matched budget; one thread: wall seconds on an idle core)')
 ap.add_argument('--n-fid', type=int, default=250, help='samples per gFID (and reference images)')
 ap.add_argument('--groups', type=int, default=2)
@@ -46,12 +50,13 @@ seed_everything(0)
 Q = args.quick
 TOK_STEPS, N_TOK_TRAIN, N_TRAIN, N_VAL = (20, 256, 512, 128) if Q else (600, 4096, 10000, 1000)
 BUDGET, N_FID, G = (6.0 if Q else args.budget_s), (20 if Q else args.n_fid), args.groups
-CACHE = ROOT/'.cache'/'three_heads'/('quick' if Q else 'full')
+DATA = args.data
+CACHE = ROOT/'.cache'/'three_heads'/(('quick' if Q else 'full') + ('' if DATA == 'fashion-mnist' else f'-{DATA}'))
 CACHE.mkdir(parents=True, exist_ok=True)
-OUT = Path(args.out)
+OUT = Path(args.out or ROOT/'benchmarks'/'results'/('three_heads.json' if DATA == 'fashion-mnist' else f'three_heads_{DATA}.json'))
 R = dict(script='benchmarks/three_heads.py', quick=Q, threads=torch.get_num_threads(), torch=torch.__version__,
          cpu=platform.processor() or platform.machine(), loadavg_start=os.getloadavg(), budget_cpu_s_per_head=BUDGET,
-         tokens=dict(tokenizer='latentbit-taef2-tiny', D=14, image_size=32, data='fashion-mnist', tok_steps=TOK_STEPS,
+         tokens=dict(tokenizer='latentbit-taef2-tiny', D=14, image_size=32, data=DATA, tok_steps=TOK_STEPS,
                      n_tok_train=N_TOK_TRAIN, n_train=N_TRAIN, n_val=N_VAL), stages={})
 T0 = time.time()
 def save():
@@ -63,13 +68,13 @@ t = time.time()
 tok_dir = CACHE/'tokenizer'
 if not (tok_dir/'config.json').is_file():
     tok = build_latentbit('latentbit-taef2-tiny', vae_path=find_weights('taef2'), seed=0, image_size=32)
-    r = train_latentbit(LatentBitTrainConfig.from_preset('latentbit-taef2-tiny', out=str(CACHE/'tok-run'), data='fashion-mnist', image_size=32,
+    r = train_latentbit(LatentBitTrainConfig.from_preset('latentbit-taef2-tiny', out=str(CACHE/'tok-run'), data=DATA, image_size=32,
                                                          n_train=N_TOK_TRAIN, steps=TOK_STEPS, ckpt_every=0, progress=False), tokenizer=tok)
     r['tokenizer'].save_pretrained(tok_dir)                   # the trained tokenizer as the notebook uses it (not the EMA)
 tok = load_pretrained(tok_dir).eval()
 for split, n in (('train', N_TRAIN), ('test', N_VAL)):
     if not (CACHE/split/'manifest.json').is_file():
-        tokenize_folder(tok, get_dataset('fashion-mnist', 32, n=n, split=split), CACHE/split, shard_size=2048, batch_size=128, progress=False)
+        tokenize_folder(tok, get_dataset(DATA, 32, n=n, split=split), CACHE/split, shard_size=2048, batch_size=128, progress=False)
 mt, mv = TokenSequences.from_folder(CACHE/'train'), TokenSequences.from_folder(CACHE/'test')
 bit_train, bit_val = (TokenSequences(*m.rows(range(len(m))), m.spec, m.fingerprint) for m in (mt, mv))
 D = bit_train.spec.bits
@@ -235,10 +240,11 @@ def feats(key, make):
     f.parent.mkdir(exist_ok=True); torch.save(out, f.with_suffix('.tmp')); f.with_suffix('.tmp').replace(f); return out
 def stats(f): st = FeatureStats(); st.update(f); return st
 t = time.time()
-test = get_dataset('fashion-mnist', 32, n=N_FID, split='test')
-x_test = torch.stack([test[i][0] for i in range(N_FID)])
+test = get_dataset(DATA, 32, n=N_FID, split='test')
+x_test = torch.stack([(lambda it: it if torch.is_tensor(it) else it[0])(test[i]) for i in range(N_FID)])
 ref = stats(feats('test', lambda: x_test))
-proto = dict(labels='balanced', reference=f'fashion-mnist test, first {N_FID}, 32 px')
+NC = HEADS[next(iter(HEADS))][0].num_classes                   # 10 for Fashion-MNIST, 0 (unconditional) for photo crops
+proto = dict(labels='balanced' if NC else 'none (unconditional)', reference=f'{DATA} test, first {N_FID}, 32 px')
 with torch.no_grad():
     rec = lambda: torch.cat([tok.decode_indices(tok.encode_indices(x_test[i:i + 100])).float().clamp(-1, 1) for i in range(0, N_FID, 100)])
     R['gfid'] = dict(n=N_FID, reference=proto['reference'], ceiling_tokenizer_reconstructions=gfid(stats(feats('rec', rec)), ref, **proto)['fid'],
@@ -249,7 +255,7 @@ R['gfid']['sampling'] = S
 for name, (tr, va, model) in HEADS.items():
     t = time.time()
     smp = Sampler(model, SamplingSchedule.make(model.L, S['steps'], S['schedule'], temperature=S['temperature'], gumbel=S['gumbel'], guidance=S['guidance']))
-    imgs = sample_images(smp, tok, balanced_labels(N_FID, 10), batch_size=100, seed=0)
+    imgs = sample_images(smp, tok, balanced_labels(N_FID, NC), batch_size=100, seed=0)
     ts = time.time() - t
     R['gfid']['heads'][name] = dict(gfid=gfid(stats(feats(f'samples-{name.split()[0]}', lambda: imgs)), ref, **proto)['fid'],
                                     sample_s=round(ts, 1), seconds=round(time.time() - t, 1))

@@ -127,6 +127,7 @@ class MaskGIT(PretrainedMixin, nn.Module):
             raise ValueError(f'expected {self.L} tokens per ' + (f'clip ({self.spec.frames} frames x {self.spec.tokens_per_frame})' if self.spec.frame_axis
                              else f'image ({self.spec.num_levels} levels)') + f', got {L}')
         labels = default(labels, lambda: torch.full((B,), self.null_class, device=mask.device, dtype=torch.long))
+        labels = labels.masked_fill(labels < 0, self.null_class)          # -1: an unlabelled item (the token files' convention)
         x = self.embed(tokens, mask) + self.positions()
         x = torch.cat([self.cls_emb(labels)[:, None], x], 1)           # the in-context class token
         x = self.emb_drop(self.emb_norm(x))
