@@ -154,6 +154,28 @@ def tokenizer_seeds(a, d, n, res, out_json):
                 lambda dd: (lambda r: dict(rfid=round(r['rfid'], 2), psnr=round(r['psnr'], 2)))(jload(dd/t/'eval/metrics.json')))
         res['tokenizer_seeds'][s] = r['rfid']; save(res, out_json)
 
+def class_agreement(d, steps, res, out_json, n_real: int = 1000):
+    """The tutorial's class agreement of each budget's samples: the share whose Inception features are nearest the
+    centroid of their own class, the centroids from the first `n_real` training and the 100 reference test images."""
+    import torch, numpy as np
+    from coda_nb.data.datasets import get_dataset
+    from coda_nb.eval.metrics import InceptionFeatures
+    t, inc = time.time(), InceptionFeatures()
+    def feats(x): return torch.cat([inc(x[i:i + 50]) for i in range(0, len(x), 50)]).double()
+    xs, ys = [], []
+    for split, n in (('train', n_real), ('test', 100)):
+        ds = get_dataset('fashion-mnist', 32, n=n, split=split)
+        xs.append(torch.stack([ds[i][0] for i in range(n)])); ys.append(torch.tensor([int(ds[i][1]) for i in range(n)]))
+    f, y = feats(torch.cat(xs)), torch.cat(ys)
+    cent = torch.stack([f[y == c].mean(0) for c in range(10)])
+    for n in steps:
+        with np.load(d/f'runs/fm-samples-{n}/samples.npz') as z: a, lab = z['arr_0'], torch.from_numpy(z['arr_1']).long()
+        fs = feats(torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1)
+        res['budgets'][str(n)]['class_agreement'] = round(float((torch.cdist(fs, cent).argmin(1) == lab).double().mean()), 3)
+    res['class_agreement'] = dict(how=f'nearest class centroid of Inception pool features; centroids from the first {n_real} training and 100 test images; chance 0.10',
+                                  wall_s=round(time.time() - t, 1))
+    save(res, out_json); print('class agreement:', {k: b['class_agreement'] for k, b in res['budgets'].items()}, flush=True)
+
 def budget_sweep(a):
     "The chain's tokenizer, tokens and reference once, then MaskGIT at each of `--maskgit-steps`, sampled and scored like the chain."
     import torch
@@ -188,6 +210,7 @@ def budget_sweep(a):
                                       last_heldout=t.get('last_heldout'))
         save(res, out_json)
     res['ceiling'] = res['commands'][1]['rfid']
+    class_agreement(d, steps, res, out_json)
     res['finished'] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()); save(res, out_json)
     print(json.dumps(dict(ceiling=res['ceiling'], budgets=res['budgets'], reference_run=res.get('reference_run')), indent=1))
 

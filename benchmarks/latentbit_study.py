@@ -49,7 +49,9 @@ BUDGETS = dict(
     capacity=dict(
         full=dict(n_train=1024, n_eval=1000, batch=16,
                   rows=[dict(name=f'D64-w{w}-s{s}', objective='latent', D=64, dim=w, depth=2, steps=s)
-                        for w, s in ((64, 1500), (128, 1500), (64, 5000), (256, 1500), (128, 5000), (256, 5000))]),
+                        for w, s in ((64, 1500), (128, 1500), (64, 5000), (256, 1500), (128, 5000), (256, 5000))]
+                  # the control for width 256 at 5,000 steps (78 epochs of the 1,024 crops): the same row on 8x the training crops
+                  + [dict(name='D64-w256-s5000-n8192', objective='latent', D=64, dim=256, depth=2, steps=5000, n_train=8192)]),
         # what one shared-CPU session had time for: the D = 64 width pair and the D sweep at 500 steps, then 1,500 steps
         short=dict(n_train=1024, n_eval=256, batch=16,
                    rows=[dict(name=f'D64-w{w}-s500', objective='latent', D=64, dim=w, depth=2, steps=500) for w in (64, 128)]
@@ -152,7 +154,7 @@ def train_row(row, B, vae_path, out_dir, seed=0):
     if 'levels' in row: model |= {'quantizer.quantizer': 'fsq', 'quantizer.levels': row['levels']}   # FSQ: D channels of these levels
     tok = build_latentbit('latentbit-taef2-tiny', vae_path=vae_path, seed=seed, **model)
     kw = dict(OBJECTIVES[row['objective']]) | ({'lr': row['lr']} if 'lr' in row else {})
-    cfg = LatentBitTrainConfig.from_preset('latentbit-taef2-tiny', out=str(out_dir), steps=row['steps'], n_train=B['n_train'],
+    cfg = LatentBitTrainConfig.from_preset('latentbit-taef2-tiny', out=str(out_dir), steps=row['steps'], n_train=row.get('n_train', B['n_train']),
                                            batch_size=B['batch'], log_every=max(1, row['steps'] // 20), ckpt_every=0,
                                            progress=False, seed=seed, vae_path=str(vae_path), **kw)
     t0 = time.time()
@@ -161,7 +163,7 @@ def train_row(row, B, vae_path, out_dir, seed=0):
     secs = time.time() - t0 - task.cache_s   # the training steps' wall time; caching the latents is `cache_s`
     shutil.rmtree(out_dir, ignore_errors=True)
     log = [{k: float(v) for k, v in h.items() if k in ('step', 'loss', 'rec', 'commit', 'latent_mse', 'bit_balance')} for h in r['history']]
-    return tok.eval(), dict(row=row, train_s=secs, cache_s=task.cache_s, s_per_step=secs / row['steps'], params=trainable_params(tok),
+    return tok.eval(), dict(row=row, n_train=cfg.n_train, train_s=secs, cache_s=task.cache_s, s_per_step=secs / row['steps'], params=trainable_params(tok),
                             bpp=tok.bits_per_pixel, cached_latents=task.cache, train_log=log,
                             config=dict(lr=cfg.lr, schedule=cfg.schedule, warmup_steps=cfg.warmup_steps, l1=cfg.l1, l2=cfg.l2,
                                         latent_l2=cfg.latent_l2, latent_only=cfg.latent_only, batch_size=cfg.batch_size,
