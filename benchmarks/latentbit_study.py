@@ -51,7 +51,7 @@ BUDGETS = dict(
                   rows=[dict(name=f'D64-w{w}-s{s}', objective='latent', D=64, dim=w, depth=2, steps=s)
                         for w, s in ((64, 1500), (128, 1500), (64, 5000), (256, 1500), (128, 5000), (256, 5000))]
                   # the control for width 256 at 5,000 steps (78 epochs of the 1,024 crops): the same row on 8x the training crops
-                  + [dict(name='D64-w256-s5000-n8192', objective='latent', D=64, dim=256, depth=2, steps=5000, n_train=8192)]),
+                  + [dict(name=f'D64-w256-s{s}-n8192', objective='latent', D=64, dim=256, depth=2, steps=s, n_train=8192) for s in (5000, 1500)]),
         # what one shared-CPU session had time for: the D = 64 width pair and the D sweep at 500 steps, then 1,500 steps
         short=dict(n_train=1024, n_eval=256, batch=16,
                    rows=[dict(name=f'D64-w{w}-s500', objective='latent', D=64, dim=w, depth=2, steps=500) for w in (64, 128)]
