@@ -6,7 +6,7 @@ under the index head's own predictions (what factorising them into independent b
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/three_heads.py            # the full run
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/three_heads.py --data photos     # the same on 32 px photo crops
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/three_heads.py --quick --out /tmp/th.json  # a smoke test
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/three_heads.py --quick --out runs/th_quick.json  # a smoke test
 
 Writes benchmarks/results/three_heads.json (three_heads_photos.json with `--data photos`) after every stage. Photo crops
 have no classes: their MaskGIT heads are unconditional (every label the null class, so guidance has no effect), and
