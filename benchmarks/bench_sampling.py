@@ -145,6 +145,7 @@ def main():
     p.add_argument('--out', default=None, help='results JSON (default: by device, under benchmarks/results)')
     p.add_argument('--worker', default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
+    if a.device != 'cpu' and not a.batches: p.error('--device is for the per-batch timings: add --batches, e.g. --batches 1 8 32')
     if a.worker and a.batches:
         print(json.dumps(batches_worker(a.worker, a.steps, a.batches, a.threads, a.guidance, a.device, a.dtype, a.repeats))); return
     if a.batches: return main_batches(a)

@@ -20,11 +20,13 @@ The JSON (benchmarks/results/ceiling_trend.json) is rewritten after every row, w
 end of each row and of the run (one thread on a shared two-core machine: wall times are upper bounds). `--deadline`:
 a row starts only if its estimate (s/step measured by the rows before it, else the table below) ends before then.
 """
-import argparse, calendar, json, math, os, platform, shutil, tempfile, time
+import argparse, json, math, os, platform, shutil, sys, tempfile, time
 from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'benchmarks'))
+from latentbit_study import _deadline as deadline_ts   # 'HH:MM' (UTC, today) -> seconds since the epoch
 OUT = ROOT/'benchmarks'/'results'/'ceiling_trend.json'
 PRESET = 'coda-taef2-small'          # the tutorial's chosen candidate B: the paper objective, the preset's defaults
 BUDGETS = dict(full=dict(n_fit=2048, n_eval=100, steps=None),     # the tutorial's N_FIT / N_EVAL; steps None: the preset's 200
@@ -40,13 +42,6 @@ ROWS = [('baseline', 'the tutorial\'s recipe (V 1024, levels 1,2,3,4, 200 steps)
         ('levels_123444', 'levels 1,2,3,4 -> 1,2,3,4,4,4', dict(scales=[1, 2, 3, 4, 4, 4]))]
 EST_S_PER_STEP = 0.45        # before any row of this run has measured one (a reduced probe's measurement, rounded up)
 EST_EVAL_S = 60              # per row: encoding + decoding + Inception features of N_EVAL reconstructions
-
-
-def deadline_ts(hhmm):
-    "`HH:MM` (UTC, today) as seconds since the epoch; None stays None."
-    if not hhmm: return None
-    h, m = map(int, hhmm.split(':')); t = time.gmtime()
-    return calendar.timegm((t.tm_year, t.tm_mon, t.tm_mday, h, m, 0))
 
 
 def load_avg(): return [round(x, 2) for x in os.getloadavg()]

@@ -15,7 +15,7 @@ as they finish (benchmarks/results/lora_row.json, with the command, threads, ver
 `nbs/paper/coda/57_lora_row.ipynb` reads it.
 """
 from __future__ import annotations
-import argparse, json, os, platform, sys, tempfile, time, shutil
+import argparse, json, os, sys, tempfile, time, shutil
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -79,12 +79,6 @@ def unseen_crops(size, n, seed=0):
 # s/step before a row of this run has measured one (64 px, batch 16, one thread at load 3.4 on 2 cores, 5 steps each of
 # `base` and `lora-ed`); once a row with cached latents has run, a row with encoder LoRA is estimated at `ENCODER_X` its rate
 EST_S_PER_STEP, ENCODER_X = dict(cached=4.1, encoder=5.2), 1.3
-
-
-def _version(pkg):
-    from importlib.metadata import version, PackageNotFoundError
-    try: return version(pkg)
-    except PackageNotFoundError: return None
 
 
 def _shared_task(tok):
@@ -165,16 +159,12 @@ def main(budget='full', out=None, log=print, seed=0, rows=None, fid_all=False, m
     from coda_nb.eval.reconstruction import evaluate
     from coda_nb.eval.metrics import StreamingFID
     sys.path.insert(0, str(HERE))
-    from latentbit_study import _deadline, write_results
+    from latentbit_study import _deadline, write_results, run_meta
     B = BUDGETS[budget]
     out = Path(out or OUT/RESULTS.get(budget, f'lora_row_{budget}.json'))
     vae_path = find_weights('taef2', required=True)
     t_all = time.time()
-    meta = dict(command=' '.join([Path(sys.executable).name, *sys.argv]) if __name__ == '__main__' else f'lora_row.main({budget!r})',
-                threads=torch.get_num_threads(), omp_num_threads=os.environ.get('OMP_NUM_THREADS'), torch=torch.__version__,
-                coda_nb=_version('coda_nb'), python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count(),
-                loadavg_start=os.getloadavg(), budget=budget, preset=B.get('preset', PRESET), vae='TAEF2 (real weights)',
-                lpips='off: the VGG16 weights (vgg16-397923af.pth) are not on this machine', started=time.strftime('%Y-%m-%d %H:%M:%S'))
+    meta = run_meta('lora_row', f'lora_row.main({budget!r})', budget, cpus=os.cpu_count(), preset=B.get('preset', PRESET))
     stop_at = _deadline(deadline)
     if deadline: meta['deadline'] = deadline
     held = PhotoCrops(size=B['size'], n=B['n_eval'], split='test', seed=0)

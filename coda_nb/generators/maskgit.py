@@ -146,7 +146,7 @@ class MaskGIT(PretrainedMixin, nn.Module):
         "One training batch: a random mask per sample, the kind's loss on the masked tokens, labels dropped to the null class for guidance. `model`: the (DDP-wrapped) module to call."
         B, L = tokens.shape[:2]
         mask = random_mask(B, L, mask_schedule, device=tokens.device)
-        y = torch.where((torch.rand(B, device=tokens.device) < class_dropout) | (labels < 0), torch.full_like(labels, self.null_class), labels)
+        y = torch.where(torch.rand(B, device=tokens.device) < class_dropout, torch.full_like(labels, self.null_class), labels)   # -1 (no label): the forward's null class
         logits = (model or self)(tokens, mask, y)
         loss = self.kind.loss(logits[mask], tokens[mask], label_smoothing)
         with torch.no_grad(): acc = self.kind.accuracy(logits[mask], tokens[mask])
